@@ -1,0 +1,217 @@
+// Command twc-auth-proxy is the authenticating sidecar for Teamwork Cloud:
+// it signs browser users in through the TWC Authentication server and
+// forwards their requests upstream with "Authorization: Token <id_token>".
+//
+// Usage:
+//
+//	twc-auth-proxy --config FILE
+//	twc-auth-proxy --config FILE --check-config
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twc-auth-proxy/twc-auth-proxy/proxy"
+	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "twc-auth-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program: flags, config, wiring, serving until ctx ends.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("twc-auth-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path to the YAML config file")
+	checkOnly := fs.Bool("check-config", false, "validate the config file and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	if *checkOnly {
+		fmt.Fprintln(stdout, "config OK")
+		return nil
+	}
+	log, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	a, err := newApp(cfg, log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	proxyLn, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	metricsLn, err := net.Listen("tcp", cfg.metricsListen)
+	if err != nil {
+		proxyLn.Close()
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
+	return a.serve(ctx, proxyLn, metricsLn)
+}
+
+// app is the wired program: the proxy handler, the auth server client and
+// the metrics/health handler.
+type app struct {
+	cfg     *settings
+	log     *zap.Logger
+	auth    *proxy.AuthServer
+	proxy   http.Handler
+	metrics http.Handler
+}
+
+// newApp builds every component from cfg. Nothing here touches the network.
+func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, error) {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := proxy.NewMetrics(reg)
+	client, err := authHTTPClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.authTLS.insecureSkipVerify {
+		log.Warn("auth.insecure_skip_verify is set: the auth server's TLS certificate is not checked")
+	}
+	auth := proxy.NewAuthServer(cfg.auth, client, log.Named("auth"), m)
+	store, err := session.NewStore(cfg.session)
+	if err != nil {
+		return nil, fmt.Errorf("session: %w", err)
+	}
+	p, err := proxy.New(cfg.proxy, log, store, auth, m)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log), Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !auth.Ready() {
+			http.Error(w, "auth server discovery has not succeeded yet", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return &app{cfg: cfg, log: log, auth: auth, proxy: p, metrics: mux}, nil
+}
+
+// authHTTPClient is the client for the auth server: its own CA bundle when
+// configured (TWC often runs on a self-signed certificate), and a timeout.
+func authHTTPClient(cfg *settings) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.authTLS.caFile != "" || cfg.authTLS.insecureSkipVerify {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.authTLS.insecureSkipVerify}
+		if cfg.authTLS.caFile != "" {
+			pem, err := os.ReadFile(cfg.authTLS.caFile)
+			if err != nil {
+				return nil, fmt.Errorf("auth.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, errors.New("auth.ca_file: no PEM certificates in file")
+			}
+			tc.RootCAs = pool
+		}
+		t.TLSClientConfig = tc
+	}
+	return &http.Client{Transport: t, Timeout: cfg.auth.Timeout}, nil
+}
+
+// serve runs discovery and both servers until ctx ends, then shuts down:
+// listeners close first, in-flight requests get shutdown_timeout to finish.
+func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go a.auth.Run(ctx)
+
+	errLog := zap.NewStdLog(a.log.Named("http"))
+	proxySrv := &http.Server{
+		Handler:           a.proxy,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    128 << 10, // room for a 64 KiB Cookie header, which then counts as no session
+		ErrorLog:          errLog,
+	}
+	metricsSrv := &http.Server{
+		Handler:           a.metrics,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          errLog,
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- proxySrv.Serve(proxyLn) }()
+	go func() { errc <- metricsSrv.Serve(metricsLn) }()
+	a.log.Info("twc-auth-proxy started",
+		zap.String("listen", proxyLn.Addr().String()),
+		zap.String("metrics_listen", metricsLn.Addr().String()),
+		zap.String("upstream", a.cfg.proxy.Upstream.String()),
+		zap.String("issuer_url", a.cfg.auth.IssuerURL))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	a.log.Info("shutting down", zap.Duration("timeout", a.cfg.shutdownTimeout))
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.shutdownTimeout)
+	defer scancel()
+	if serr := proxySrv.Shutdown(sctx); serr != nil {
+		err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
+	}
+	metricsSrv.Shutdown(sctx)
+	a.log.Info("stopped")
+	return err
+}
+
+// newLogger builds the zap logger: JSON lines by default, or console.
+func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "time"
+	ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	var enc zapcore.Encoder
+	if format == "console" {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}

@@ -1,0 +1,113 @@
+package proxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+)
+
+// errInvalidToken marks an ID token that failed verification. Wrapping it
+// lets callers tell a bad token from an unreachable auth server.
+var errInvalidToken = errors.New("invalid ID token")
+
+// redeem exchanges an authorization code for tokens (the vendor's step 3:
+// scope, redirect_uri, client_id, grant_type, code, plus the PKCE verifier
+// when one was sent) and returns a new, verified session.
+func (a *AuthServer) redeem(ctx context.Context, ep *endpoints, code, verifier, nonce string) (*session.Session, error) {
+	form := url.Values{
+		"grant_type":   {"authorization_code"},
+		"code":         {code},
+		"redirect_uri": {a.cfg.RedirectURL},
+		"scope":        {strings.Join(ep.oauth.Scopes, " ")},
+	}
+	if verifier != "" {
+		form.Set("code_verifier", verifier)
+	}
+	tr, err := a.postToken(ctx, ep, form, nil)
+	if err != nil {
+		return nil, fmt.Errorf("exchange code: %w", err)
+	}
+	tok, err := a.verify(ctx, ep, tr.IDToken, &nonce)
+	if err != nil {
+		return nil, fmt.Errorf("exchange code: %w", err)
+	}
+	now := a.now()
+	return &session.Session{
+		Subject:      tok.Subject,
+		IDToken:      tr.IDToken,
+		RefreshToken: tr.RefreshToken,
+		Expiry:       tok.Expiry,
+		Created:      now,
+	}, nil
+}
+
+// refresh trades a refresh token for a new ID token (the vendor's step 5).
+// A provider that does not rotate refresh tokens answers without one; the
+// old one then stays in use.
+func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Session) (*session.Session, error) {
+	form := url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {old.RefreshToken},
+		"redirect_uri":  {a.cfg.RedirectURL},
+		"scope":         {strings.Join(ep.oauth.Scopes, " ")},
+	}
+	tr, err := a.postToken(ctx, ep, form, nil)
+	if err != nil {
+		return nil, fmt.Errorf("refresh: %w", err)
+	}
+	// OIDC Core §12.2: a refreshed ID token should carry no nonce, and if it
+	// does it is the login's, which the session does not keep; skip the check.
+	tok, err := a.verify(ctx, ep, tr.IDToken, nil)
+	if err != nil {
+		return nil, fmt.Errorf("refresh: %w", err)
+	}
+	if tok.Subject != old.Subject {
+		return nil, fmt.Errorf("refresh: %w: subject changed from %q to %q", errInvalidToken, old.Subject, tok.Subject)
+	}
+	rt := tr.RefreshToken
+	if rt == "" {
+		rt = old.RefreshToken
+	}
+	return &session.Session{
+		Subject:      tok.Subject,
+		IDToken:      tr.IDToken,
+		RefreshToken: rt,
+		Expiry:       tok.Expiry,
+		Created:      old.Created,
+	}, nil
+}
+
+// verify checks an ID token: signature against the provider's JWKS, issuer,
+// audience, expiry and algorithm (go-oidc), then what go-oidc leaves to the
+// caller: the nonce, an iat in the future and a missing sub.
+//
+// nonce is the login request's nonce, or nil when there was none to check
+// against. TWC never puts a nonce in its tokens, so an absent nonce passes
+// unless RequireNonce is set; a present one must match.
+func (a *AuthServer) verify(ctx context.Context, ep *endpoints, raw string, nonce *string) (*oidc.IDToken, error) {
+	tok, err := ep.verifier.Verify(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
+	}
+	if tok.Subject == "" {
+		return nil, fmt.Errorf("%w: no sub claim", errInvalidToken)
+	}
+	switch {
+	case nonce == nil:
+	case tok.Nonce == "" && a.cfg.RequireNonce:
+		return nil, fmt.Errorf("%w: no nonce claim and auth.require_nonce is set", errInvalidToken)
+	case tok.Nonce != "" && subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(*nonce)) != 1:
+		return nil, fmt.Errorf("%w: nonce does not match the login request", errInvalidToken)
+	}
+	if !tok.IssuedAt.IsZero() && tok.IssuedAt.After(a.now().Add(maxClockSkew)) {
+		return nil, fmt.Errorf("%w: issued in the future (iat %s)", errInvalidToken, tok.IssuedAt.UTC().Format(time.RFC3339))
+	}
+	return tok, nil
+}

@@ -1,0 +1,68 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics are the Prometheus series the proxy exports. The names are public
+// contract: operators' dashboards and alerts depend on them.
+type Metrics struct {
+	Logins            *prometheus.CounterVec   // twc_auth_proxy_logins_total{result}
+	Refreshes         *prometheus.CounterVec   // twc_auth_proxy_token_refreshes_total{result}
+	TokenEndpoint     *prometheus.HistogramVec // twc_auth_proxy_token_endpoint_duration_seconds{grant_type}
+	Requests          *prometheus.CounterVec   // twc_auth_proxy_requests_total{code}
+	UpstreamDuration  prometheus.Histogram     // twc_auth_proxy_upstream_duration_seconds
+	UpstreamErrors    *prometheus.CounterVec   // twc_auth_proxy_upstream_errors_total{kind}
+	Unauthenticated   *prometheus.CounterVec   // twc_auth_proxy_unauthenticated_requests_total{reason}
+	AuthServerUp      prometheus.Gauge         // twc_auth_proxy_auth_server_ready
+	DiscoveryFailures prometheus.Counter       // twc_auth_proxy_discovery_failures_total
+}
+
+// NewMetrics registers the proxy's series with reg. Each proxy instance gets
+// its own registry, so tests and several instances in one process never
+// collide.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	m := &Metrics{
+		Logins: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_logins_total",
+			Help: "Completed login callbacks, by result (success or the reason it failed).",
+		}, []string{"result"}),
+		Refreshes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_token_refreshes_total",
+			Help: "ID-token refreshes, by result: success, shared (served from a concurrent or recent refresh of the same session), rejected (auth server refused: session ended), invalid (bad answer), unavailable (auth server unreachable).",
+		}, []string{"result"}),
+		TokenEndpoint: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "twc_auth_proxy_token_endpoint_duration_seconds",
+			Help:    "Duration of calls to the auth server's token endpoint, by grant_type.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"grant_type"}),
+		Requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_requests_total",
+			Help: "Requests answered on the proxy listener, by HTTP status code.",
+		}, []string{"code"}),
+		UpstreamDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "twc_auth_proxy_upstream_duration_seconds",
+			Help:    "Time until the upstream's response headers arrived, for proxied requests.",
+			Buckets: prometheus.DefBuckets,
+		}),
+		UpstreamErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_upstream_errors_total",
+			Help: "Proxied requests that got no answer from the upstream, by kind (timeout, unreachable, canceled).",
+		}, []string{"kind"}),
+		Unauthenticated: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_unauthenticated_requests_total",
+			Help: "Requests refused or sent to login for want of a valid session, by reason.",
+		}, []string{"reason"}),
+		AuthServerUp: f.NewGauge(prometheus.GaugeOpts{
+			Name: "twc_auth_proxy_auth_server_ready",
+			Help: "1 once OpenID discovery against the auth server has succeeded, else 0.",
+		}),
+		DiscoveryFailures: f.NewCounter(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_discovery_failures_total",
+			Help: "Failed attempts to fetch the auth server's discovery document.",
+		}),
+	}
+	return m
+}

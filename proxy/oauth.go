@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+// start serves /oauth2/start?rd=PATH: begin a login that returns to PATH.
+// An rd that is not a plain local path is replaced by "/".
+func (s *Server) start(w *recorder, r *http.Request) {
+	ep := s.auth.endpoints()
+	if ep == nil {
+		w.outcome = "auth_server_not_ready"
+		s.fail(w, r, http.StatusServiceUnavailable, "The sign-in service is not reachable yet",
+			"The proxy has not been able to reach the TWC Authentication server since it started. Try again in a moment.")
+		return
+	}
+	w.outcome = "login"
+	s.redirectToLogin(w, r, ep, r.URL.Query().Get("rd"))
+}
+
+// redirectToLogin starts an authorization-code flow: a fresh state, nonce
+// and PKCE verifier (when the provider advertises S256) go into a flow
+// cookie of their own, so logins begun in several tabs all complete.
+func (s *Server) redirectToLogin(w *recorder, r *http.Request, ep *endpoints, returnTo string) {
+	rd, ok := safeReturnPath(returnTo)
+	if !ok {
+		rd = "/"
+	}
+	flow := &session.Flow{
+		State:    randomString(),
+		Nonce:    randomString(),
+		ReturnTo: rd,
+		Created:  s.now(),
+	}
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(flow.Nonce)}
+	if ep.pkce {
+		flow.Verifier = oauth2.GenerateVerifier()
+		opts = append(opts, oauth2.S256ChallengeOption(flow.Verifier))
+	}
+	if err := s.store.SaveFlow(w, r, flow); err != nil {
+		s.log.Error("save login flow", zap.String("request_id", w.id), zap.Error(err))
+		s.fail(w, r, http.StatusInternalServerError, "Could not start sign-in", "The proxy could not store the sign-in state.")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, ep.oauth.AuthCodeURL(flow.State, opts...), http.StatusFound)
+}
+
+// callback serves the redirect_url path: the auth server sends the browser
+// back here with code and state.
+func (s *Server) callback(w *recorder, r *http.Request) {
+	w.outcome = "login_failed"
+	ep := s.auth.endpoints()
+	if ep == nil {
+		s.loginFailed(w, r, "auth_server_not_ready", http.StatusServiceUnavailable, "The sign-in service is not reachable", nil)
+		return
+	}
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		// The auth server refused the login (denied, unknown client, ...).
+		s.loginFailed(w, r, "provider_error", http.StatusUnauthorized,
+			"The sign-in service refused the sign-in: "+truncate(e, 64)+" "+truncate(q.Get("error_description"), 200), nil)
+		return
+	}
+	// Exactly one state and one code: duplicates are a sign of parameter
+	// pollution, and which one "wins" differs between parsers.
+	if len(q["state"]) != 1 || len(q["code"]) != 1 || q.Get("state") == "" || q.Get("code") == "" {
+		s.loginFailed(w, r, "bad_request", http.StatusBadRequest, "The sign-in response is malformed.", nil)
+		return
+	}
+	flow, err := s.store.TakeFlow(w, r, q.Get("state"))
+	if err != nil {
+		s.loginFailed(w, r, "state_mismatch", http.StatusBadRequest,
+			"This sign-in was not started in this browser, or it took too long.", err)
+		return
+	}
+	sess, err := s.auth.redeem(r.Context(), ep, q.Get("code"), flow.Verifier, flow.Nonce)
+	if err != nil {
+		status, result, msg := classifyLoginError(err)
+		s.loginFailed(w, r, result, status, msg, err)
+		return
+	}
+	// The new session replaces whatever the browser had: no fixation.
+	if err := s.store.Save(w, r, sess); err != nil {
+		s.loginFailed(w, r, "session_error", http.StatusInternalServerError, "The proxy could not store the session.", err)
+		return
+	}
+	w.user = sess.Subject
+	w.outcome = "login"
+	s.m.Logins.WithLabelValues("success").Inc()
+	s.log.Info("login", zap.String("request_id", w.id), zap.String("user", sess.Subject), zap.Time("expiry", sess.Expiry))
+	rd, ok := safeReturnPath(flow.ReturnTo)
+	if !ok {
+		rd = "/"
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, rd, http.StatusFound)
+}
+
+// classifyLoginError maps a failed code exchange to a status, a metric
+// result and a message for the user.
+func classifyLoginError(err error) (status int, result, msg string) {
+	var te *TokenError
+	var ne net.Error
+	switch {
+	case isInvalidAnswer(err):
+		return http.StatusUnauthorized, "invalid_token", "The sign-in service returned an identity token that could not be verified."
+	case errors.As(err, &te) && te.Rejected():
+		return http.StatusUnauthorized, "exchange_rejected", "The sign-in service did not accept the sign-in code. It may have expired."
+	case errors.As(err, &te):
+		return http.StatusBadGateway, "exchange_failed", "The sign-in service failed to complete the sign-in."
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout, "auth_server_timeout", "The sign-in service did not answer in time."
+	default:
+		return http.StatusBadGateway, "auth_server_error", "The sign-in service could not be reached or answered nonsense."
+	}
+}
+
+func (s *Server) loginFailed(w *recorder, r *http.Request, result string, status int, msg string, err error) {
+	s.m.Logins.WithLabelValues(result).Inc()
+	s.log.Warn("login failed", zap.String("request_id", w.id), zap.String("result", result), zap.Error(err))
+	s.fail(w, r, status, "Sign-in failed", msg)
+}
+
+// signOut serves /oauth2/sign_out: clear the session, then leave through the
+// provider's end_session_endpoint (OIDC RP-initiated logout) or TWC's
+// signout_endpoint when discovery advertised one, else a signed-out page.
+func (s *Server) signOut(w *recorder, r *http.Request) {
+	w.outcome = "sign_out"
+	var idToken string
+	if sess, err := s.store.Load(r); err == nil {
+		idToken = sess.IDToken
+		w.user = sess.Subject
+	}
+	s.store.Clear(w, r)
+	w.Header().Set("Cache-Control", "no-store")
+	if target := s.signOutURL(idToken); target != "" {
+		http.Redirect(w, r, target, http.StatusFound)
+		return
+	}
+	s.page(w, http.StatusOK, "Signed out", "You are signed out.")
+}
+
+func (s *Server) signOutURL(idToken string) string {
+	ep := s.auth.endpoints()
+	if ep == nil {
+		return ""
+	}
+	base, std := ep.endSession, true
+	if base == "" {
+		base, std = ep.twcSignout, false
+	}
+	u, err := url.Parse(base)
+	if base == "" || err != nil {
+		return ""
+	}
+	q := u.Query()
+	if std {
+		q.Set("client_id", s.auth.cfg.ClientID)
+		if idToken != "" {
+			q.Set("id_token_hint", idToken)
+		}
+		if s.cfg.PostLogoutRedirectURL != "" {
+			q.Set("post_logout_redirect_uri", s.cfg.PostLogoutRedirectURL)
+		}
+	} else if s.cfg.PostLogoutRedirectURL != "" {
+		q.Set("redirect_uri", s.cfg.PostLogoutRedirectURL)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// userInfo serves /oauth2/userinfo: the session's ID-token claims as JSON.
+func (s *Server) userInfo(w *recorder, r *http.Request) {
+	sess, ok := s.requireSession(w, r, false)
+	if !ok {
+		return
+	}
+	claims, err := jwtPayload(sess.IDToken)
+	if err != nil {
+		// The token was verified before it was sealed into the cookie.
+		s.log.Error("decode session ID token", zap.String("request_id", w.id), zap.Error(err))
+		writeJSONError(w, http.StatusInternalServerError, "internal", "session token unreadable")
+		return
+	}
+	w.outcome = "userinfo"
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(claims)
+}
+
+// jwtPayload returns the JSON payload of a compact JWS.
+func jwtPayload(raw string) (json.RawMessage, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil, errors.New("not a compact JWS")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(b) {
+		return nil, errors.New("payload is not JSON")
+	}
+	return b, nil
+}
+
+// randomString returns 256 random bits, base64url-encoded.
+func randomString() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

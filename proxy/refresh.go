@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+	"golang.org/x/sync/singleflight"
+)
+
+// How long refresh outcomes are remembered, keyed by the refresh token that
+// was spent. A browser fires many requests at once with the same cookie,
+// and some arrive after the first one already rotated the token: they must
+// reuse the result instead of replaying a spent refresh token, which
+// rotating providers punish by revoking the whole grant.
+const (
+	refreshMemoTTL     = 30 * time.Second
+	refreshFailMemoTTL = 5 * time.Second // transient failures: retry soon
+	refreshMemoMax     = 50000           // bound on remembered outcomes
+)
+
+// refreshOutcome classifies a refresh for the caller.
+type refreshOutcome int
+
+const (
+	refreshOK          refreshOutcome = iota
+	refreshRejected                   // the session is over: sign in again
+	refreshUnavailable                // auth server unreachable or failing: try later
+)
+
+type memoEntry struct {
+	sess    *session.Session
+	outcome refreshOutcome
+	err     error
+	until   time.Time
+}
+
+// refresher makes sure each refresh token is spent at most once per
+// replica, however many requests carry it.
+type refresher struct {
+	auth  *AuthServer
+	now   func() time.Time
+	group singleflight.Group
+
+	mu   sync.Mutex
+	memo map[[sha256.Size]byte]memoEntry
+}
+
+func newRefresher(auth *AuthServer, now func() time.Time) *refresher {
+	return &refresher{auth: auth, now: now, memo: make(map[[sha256.Size]byte]memoEntry)}
+}
+
+// refresh returns the session that replaces old. shared reports that the
+// result came from another request's refresh (in flight or remembered).
+func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Session) (sess *session.Session, outcome refreshOutcome, shared bool, err error) {
+	key := sha256.Sum256([]byte(old.RefreshToken))
+	if e, ok := r.lookup(key); ok {
+		return e.sess, e.outcome, true, e.err
+	}
+	v, _, sharedFlight := r.group.Do(string(key[:]), func() (any, error) {
+		if e, ok := r.lookup(key); ok {
+			return e, nil
+		}
+		// The refresh serves every waiting request, so one client going
+		// away must not cancel it; the auth timeout still bounds it.
+		sess, err := r.auth.refresh(context.WithoutCancel(ctx), ep, old)
+		e := memoEntry{sess: sess, err: err, outcome: classifyRefreshError(err)}
+		ttl := refreshMemoTTL
+		if e.outcome == refreshUnavailable {
+			ttl = refreshFailMemoTTL
+		}
+		e.until = r.now().Add(ttl)
+		r.store(key, e)
+		return e, nil
+	})
+	e := v.(memoEntry)
+	return e.sess, e.outcome, sharedFlight, e.err
+}
+
+func (r *refresher) lookup(key [sha256.Size]byte) (memoEntry, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.memo[key]
+	if !ok || !r.now().Before(e.until) {
+		return memoEntry{}, false
+	}
+	return e, true
+}
+
+func (r *refresher) store(key [sha256.Size]byte, e memoEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.memo) >= refreshMemoMax/2 {
+		now := r.now()
+		for k, old := range r.memo {
+			if !now.Before(old.until) {
+				delete(r.memo, k)
+			}
+		}
+		if len(r.memo) >= refreshMemoMax {
+			// Only a flood of distinct sessions within 30 s gets here; the
+			// cost of forgetting is an extra refresh, not a wrong answer.
+			clear(r.memo)
+		}
+	}
+	r.memo[key] = e
+}
+
+// classifyRefreshError decides what a failed refresh means for the session.
+// Any 4xx answer ends it, whatever the error code; so does an answer that is
+// useless (no id_token) or a token that fails verification, since retrying
+// the same grant cannot fix either. Everything else (network errors,
+// timeouts, 5xx, garbage bodies) is the auth server being unwell.
+func classifyRefreshError(err error) refreshOutcome {
+	if err == nil {
+		return refreshOK
+	}
+	var te *TokenError
+	if errors.As(err, &te) {
+		if te.Rejected() {
+			return refreshRejected
+		}
+		return refreshUnavailable
+	}
+	if isInvalidAnswer(err) {
+		return refreshRejected
+	}
+	return refreshUnavailable
+}
+
+// isInvalidAnswer reports whether err is an answer from the auth server that
+// carries no usable ID token.
+func isInvalidAnswer(err error) bool {
+	return errors.Is(err, errNoIDToken) || errors.Is(err, errInvalidToken)
+}
+
+// needsRefresh reports whether an ID token expiring at expiry should be
+// refreshed at now, margin ahead of time.
+func needsRefresh(expiry, now time.Time, margin time.Duration) bool {
+	return !now.Before(expiry.Add(-margin))
+}

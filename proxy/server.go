@@ -1,0 +1,194 @@
+// Package proxy is the authenticating reverse proxy: it signs browser users
+// in through the TWC Authentication server (OpenID Connect authorization-code
+// flow with TWC's deviations), keeps their tokens in encrypted cookie
+// sessions, refreshes ID tokens before they expire and forwards requests
+// upstream with "Authorization: Token <id_token>".
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+	"go.uber.org/zap"
+)
+
+// Fixed routes on the proxy listener. The callback path comes from
+// Config.RedirectURL.
+const (
+	pathStart    = "/oauth2/start"
+	pathSignOut  = "/oauth2/sign_out"
+	pathUserInfo = "/oauth2/userinfo"
+	pathAuth     = "/oauth2/auth"
+)
+
+// Config is the proxy's part of the configuration, already parsed.
+type Config struct {
+	// Upstream is where authenticated requests go (TWC REST, a dashboard).
+	Upstream *url.URL
+	// RedirectURL is the callback URL registered at the auth server; its
+	// path is the callback route.
+	RedirectURL *url.URL
+	// RefreshMargin: refresh the ID token this long before it expires.
+	RefreshMargin time.Duration
+	// SkipAuth rules let matching requests through without a session.
+	SkipAuth []Rule
+	// TrustedProxies are peers whose X-Forwarded-* headers are passed on.
+	TrustedProxies []netip.Prefix
+	// UpstreamTimeout bounds the wait for the upstream's response headers.
+	UpstreamTimeout time.Duration
+	// PostLogoutRedirectURL is sent to the provider's end-session endpoint
+	// as post_logout_redirect_uri, when set.
+	PostLogoutRedirectURL string
+	// LogRequests logs one line per request (the default in production).
+	LogRequests bool
+}
+
+// Server is the proxy's http.Handler.
+type Server struct {
+	cfg          Config
+	log          *zap.Logger
+	store        *session.Store
+	auth         *AuthServer
+	m            *Metrics
+	now          func() time.Time
+	refresher    *refresher
+	rp           *httputil.ReverseProxy
+	callbackPath string
+}
+
+// New builds the proxy handler. auth must be discovered (Run) before
+// protected routes work; until then they answer 503.
+func New(cfg Config, log *zap.Logger, store *session.Store, auth *AuthServer, m *Metrics) (*Server, error) {
+	if cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == "" {
+		return nil, errors.New("proxy: upstream must be an absolute URL")
+	}
+	if cfg.RedirectURL == nil || cfg.RedirectURL.Path == "" {
+		return nil, errors.New("proxy: redirect URL must have a path")
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = 60 * time.Second
+	}
+	s := &Server{
+		cfg:          cfg,
+		log:          log,
+		store:        store,
+		auth:         auth,
+		m:            m,
+		now:          time.Now,
+		callbackPath: cfg.RedirectURL.Path,
+	}
+	switch s.callbackPath {
+	case pathStart, pathSignOut, pathUserInfo, pathAuth:
+		return nil, fmt.Errorf("proxy: redirect URL path %q collides with a fixed route", s.callbackPath)
+	}
+	s.refresher = newRefresher(auth, func() time.Time { return s.now() })
+	s.rp = s.newReverseProxy()
+	return s, nil
+}
+
+// ServeHTTP routes a request. The route table is a switch rather than a
+// ServeMux because a mux cleans paths and redirects, and proxied paths must
+// reach the upstream exactly as sent.
+func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &recorder{ResponseWriter: rw, start: time.Now(), id: requestID(r)}
+	w.Header().Set("X-Request-Id", w.id)
+	defer s.finish(w, r)
+
+	switch r.URL.Path {
+	case pathStart:
+		s.start(w, r)
+	case s.callbackPath:
+		s.callback(w, r)
+	case pathSignOut:
+		s.signOut(w, r)
+	case pathUserInfo:
+		s.userInfo(w, r)
+	case pathAuth:
+		s.authCheck(w, r)
+	default:
+		s.serveProxy(w, r)
+	}
+}
+
+// finish counts and logs the request once it has been answered.
+func (s *Server) finish(w *recorder, r *http.Request) {
+	code := w.status()
+	s.m.Requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	if !s.cfg.LogRequests {
+		return
+	}
+	// Only the path is logged: query strings can carry codes and tokens.
+	s.log.Info("request",
+		zap.String("request_id", w.id),
+		zap.String("method", r.Method),
+		zap.String("path", r.URL.Path),
+		zap.Int("status", code),
+		zap.Duration("duration", time.Since(w.start)),
+		zap.String("user", w.user),
+		zap.String("outcome", w.outcome),
+		zap.String("remote", r.RemoteAddr),
+	)
+}
+
+// recorder remembers the status and what the proxy decided, for the
+// request's log line and metrics. Unwrap lets http.ResponseController (used
+// by ReverseProxy for flushing and websocket hijacking) reach the real
+// writer.
+type recorder struct {
+	http.ResponseWriter
+	code    int
+	start   time.Time
+	id      string
+	user    string // sub of the session, when there is one
+	outcome string // what the proxy did: proxied, login, unauthenticated, ...
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *recorder) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// requestID returns the caller's X-Request-Id when it is short and plain,
+// else a new random one. A hostile value must not reach logs or upstream.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && plainToken(id) {
+		return id
+	}
+	return strconv.FormatUint(rand.Uint64(), 36)
+}
+
+func plainToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
