@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"html"
@@ -370,3 +371,19 @@ func toString(v any) string {
 }
 
 func fmtAny(v any) string { return fmt.Sprint(v) }
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+func nopLogger() *zap.Logger { return zap.NewNop() }
+
+func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), d)
+}

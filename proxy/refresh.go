@@ -60,10 +60,14 @@ func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Ses
 	if e, ok := r.lookup(key); ok {
 		return e.sess, e.outcome, true, e.err
 	}
-	v, _, sharedFlight := r.group.Do(string(key[:]), func() (any, error) {
+	// singleflight reports "shared" to the leader too once others joined,
+	// so whether this call did the work is tracked here.
+	leader := false
+	v, _, _ := r.group.Do(string(key[:]), func() (any, error) {
 		if e, ok := r.lookup(key); ok {
 			return e, nil
 		}
+		leader = true
 		// The refresh serves every waiting request, so one client going
 		// away must not cancel it; the auth timeout still bounds it.
 		sess, err := r.auth.refresh(context.WithoutCancel(ctx), ep, old)
@@ -77,7 +81,7 @@ func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Ses
 		return e, nil
 	})
 	e := v.(memoEntry)
-	return e.sess, e.outcome, sharedFlight, e.err
+	return e.sess, e.outcome, !leader, e.err
 }
 
 func (r *refresher) lookup(key [sha256.Size]byte) (memoEntry, bool) {

@@ -1,0 +1,256 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
+)
+
+func TestNeedsRefresh(t *testing.T) {
+	exp := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		now    time.Time
+		margin time.Duration
+		want   bool
+	}{
+		{exp.Add(-time.Minute), 30 * time.Second, false},
+		{exp.Add(-31 * time.Second), 30 * time.Second, false},
+		{exp.Add(-30 * time.Second), 30 * time.Second, true},
+		{exp.Add(-time.Second), 30 * time.Second, true},
+		{exp.Add(time.Hour), 30 * time.Second, true},
+		{exp.Add(-time.Second), 0, false},
+		{exp, 0, true},
+	}
+	for _, tt := range tests {
+		if got := needsRefresh(exp, tt.now, tt.margin); got != tt.want {
+			t.Errorf("needsRefresh(exp, exp%+v, %v) = %v, want %v", tt.now.Sub(exp), tt.margin, got, tt.want)
+		}
+	}
+}
+
+// signedIn returns a harness and a browser with a session whose ID token
+// lives 5 minutes.
+func signedIn(t *testing.T, mods ...func(*harnessOpts)) (*harness, *http.Client) {
+	t.Helper()
+	h := newHarness(t, mods...)
+	c := h.browser()
+	if resp, body := h.login(c, "/", testUser, testPassword); resp.StatusCode >= 300 {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	return h, c
+}
+
+func TestRefreshBeforeExpiry(t *testing.T) {
+	for _, rotate := range []bool{false, true} {
+		name := map[bool]string{false: "no rotation", true: "rotation"}[rotate]
+		t.Run(name, func(t *testing.T) {
+			h, c := signedIn(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = rotate })
+			first := tokenOf(t, h.lastUpstream())
+
+			// Still outside the margin: no refresh.
+			h.clock.Advance(4 * time.Minute)
+			h.fetch(c, "/a")
+			if n := h.idp.TokenCalls("refresh_token"); n != 0 {
+				t.Fatalf("refreshed %d times outside the margin", n)
+			}
+			// Inside the 30 s margin: refreshed before proxying, cookie
+			// rewritten in the same response.
+			h.clock.Advance(40 * time.Second)
+			resp, _ := h.fetch(c, "/b")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("got %d, want 200", resp.StatusCode)
+			}
+			if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+				t.Fatalf("refresh calls = %d, want 1", n)
+			}
+			second := tokenOf(t, h.lastUpstream())
+			if second == first {
+				t.Fatal("upstream got the old token after refresh")
+			}
+			if !setsCookie(resp, "_twc_session") {
+				t.Error("refreshed session not written in the same response")
+			}
+			r := h.idp.TokenRequests()[1]
+			if r.Header.Get("X-Auth-Secret") != testSecret {
+				t.Error("refresh without X-Auth-Secret")
+			}
+			for _, k := range []string{"refresh_token", "client_id", "redirect_uri", "scope"} {
+				if r.Form.Get(k) == "" {
+					t.Errorf("refresh request lacks %s", k)
+				}
+			}
+			// Past the old token's expiry the session lives on, twice over.
+			h.clock.Advance(5 * time.Minute)
+			h.fetch(c, "/c")
+			h.clock.Advance(5 * time.Minute)
+			resp, _ = h.fetch(c, "/d")
+			if resp.StatusCode != http.StatusOK || h.idp.TokenCalls("refresh_token") != 3 {
+				t.Fatalf("got %d after %d refreshes, want 200 after 3", resp.StatusCode, h.idp.TokenCalls("refresh_token"))
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "success"}); got != 3 {
+				t.Errorf("token_refreshes_total{success} = %v, want 3", got)
+			}
+		})
+	}
+}
+
+func setsCookie(resp *http.Response, name string) bool {
+	for _, c := range resp.Cookies() {
+		if c.Name == name && c.MaxAge >= 0 && c.Value != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestConcurrentRefreshSpendsTokenOnce(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = true })
+	u := mustURL(h.proxy.URL)
+	oldCookies := c.Jar.Cookies(u)
+	h.clock.Advance(4*time.Minute + 45*time.Second)
+
+	// 20 requests at once carrying the same cookie, each with its own jar
+	// snapshot so none sees another's refreshed cookie.
+	var wg sync.WaitGroup
+	codes := make([]int, 20)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", h.proxy.URL+"/tile", nil)
+			for _, ck := range oldCookies {
+				req.AddCookie(ck)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	for i, code := range codes {
+		if code != http.StatusOK {
+			t.Errorf("request %d: got %d, want 200", i, code)
+		}
+	}
+	if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+		t.Fatalf("refresh calls = %d, want 1", n)
+	}
+	// A straggler with the old cookie, seconds later, reuses the result
+	// instead of replaying the spent (rotated) refresh token.
+	h.clock.Advance(5 * time.Second)
+	req, _ := http.NewRequest("GET", h.proxy.URL+"/late", nil)
+	for _, ck := range oldCookies {
+		req.AddCookie(ck)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || h.idp.TokenCalls("refresh_token") != 1 {
+		t.Fatalf("straggler: got %d with %d refresh calls, want 200 with 1", resp.StatusCode, h.idp.TokenCalls("refresh_token"))
+	}
+	if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "shared"}); got != 20 {
+		t.Errorf("token_refreshes_total{shared} = %v, want 20 (19 waiters + 1 straggler)", got)
+	}
+}
+
+func TestRefreshRejectedEndsSession(t *testing.T) {
+	h, c := signedIn(t)
+	h.idp.RevokeRefreshTokens()
+	h.clock.Advance(4*time.Minute + 45*time.Second)
+
+	resp, body := h.fetch(c, "/api")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "unauthenticated") {
+		t.Fatalf("fetch: got %d %s, want 401 JSON", resp.StatusCode, body)
+	}
+	if h.hasSession(c) {
+		t.Error("session cookie kept after the refresh was rejected")
+	}
+	// The session is gone: a navigation now goes to sign in, and no second
+	// refresh is attempted.
+	resp, _ = h.navigate(c, "/page")
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), h.idp.Issuer()) {
+		t.Fatalf("navigation: got %d to %q, want 302 to sign in", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+		t.Errorf("refresh calls = %d, want 1", n)
+	}
+	if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "rejected"}); got != 1 {
+		t.Errorf("token_refreshes_total{rejected} = %v, want 1", got)
+	}
+}
+
+func TestRefreshWithoutIDTokenIsAFailure(t *testing.T) {
+	h, c := signedIn(t)
+	h.idp.SetFaults(authtest.Faults{OmitIDTokenOnRefresh: true})
+	h.clock.Advance(4*time.Minute + 45*time.Second)
+	for range 5 {
+		resp, _ := h.fetch(c, "/api")
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("got %d, want 401", resp.StatusCode)
+		}
+	}
+	if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+		t.Errorf("refresh calls = %d, want 1: a useless answer must not loop", n)
+	}
+	if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "invalid"}); got != 1 {
+		t.Errorf("token_refreshes_total{invalid} = %v, want 1", got)
+	}
+}
+
+func TestRefreshWhileAuthServerDown(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		faults authtest.Faults
+	}{
+		{"503", authtest.Faults{TokenStatus: http.StatusServiceUnavailable}},
+		{"malformed JSON", authtest.Faults{MalformedJSON: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, c := signedIn(t)
+			first := tokenOf(t, h.lastUpstream())
+			h.idp.SetFaults(tt.faults)
+
+			// Within the margin, the old token is still good: keep serving.
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			resp, _ := h.fetch(c, "/a")
+			if resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) != first {
+				t.Fatalf("got %d, want 200 with the old token", resp.StatusCode)
+			}
+			// A burst inside the failure memo does not hammer the server.
+			h.fetch(c, "/b")
+			h.fetch(c, "/c")
+			if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+				t.Errorf("refresh calls = %d, want 1 within the failure memo", n)
+			}
+			// Past expiry: a clear 503, and the session is kept for later.
+			h.clock.Advance(time.Minute)
+			resp, body := h.fetch(c, "/d")
+			if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "could not renew") {
+				t.Fatalf("got %d %s, want 503 with a clear message", resp.StatusCode, body)
+			}
+			if !h.hasSession(c) {
+				t.Fatal("session dropped because the auth server was down")
+			}
+			// The server recovers: the same session refreshes and works.
+			h.idp.SetFaults(authtest.Faults{})
+			h.clock.Advance(10 * time.Second)
+			resp, _ = h.fetch(c, "/e")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("after recovery: got %d, want 200", resp.StatusCode)
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "unavailable"}); got < 1 {
+				t.Errorf("token_refreshes_total{unavailable} = %v, want >= 1", got)
+			}
+		})
+	}
+}

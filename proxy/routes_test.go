@@ -1,0 +1,193 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSignOut(t *testing.T) {
+	h, c := signedIn(t)
+	resp, _ := h.navigate(c, "/oauth2/sign_out")
+	// TWC advertises signout_endpoint (no end_session_endpoint): go there.
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), h.idp.Issuer()+"/api/signout") {
+		t.Fatalf("got %d to %q, want 302 to the TWC signout endpoint", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if strings.Contains(resp.Header.Get("Location"), "id_token_hint") {
+		t.Error("token leaked into the TWC signout URL")
+	}
+	if h.hasSession(c) {
+		t.Fatal("session cookie survives sign-out")
+	}
+	// Follow it like a browser: the auth server forgets the SSO login, so
+	// the protected page now shows the login form again.
+	h.do(c, http.MethodGet, resp.Header.Get("Location"), nil)
+	resp, _ = h.navigate(c, "/dash")
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("after sign-out: got %d, want 302 to sign in", resp.StatusCode)
+	}
+	page, body := h.do(c, http.MethodGet, resp.Header.Get("Location"), nil)
+	if page.StatusCode != http.StatusOK || !strings.Contains(body, `id="password"`) {
+		t.Fatalf("after sign-out the auth server did not show its login form: %d", page.StatusCode)
+	}
+	resp, _ = h.fetch(c, "/api/x")
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("fetch after sign-out: got %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestSignOutWithoutProviderEndpoint(t *testing.T) {
+	h := newHarness(t)
+	// Simulate a provider that advertises neither end-session endpoint.
+	ep := *h.auth.endpoints()
+	ep.twcSignout = ""
+	h.auth.ep.Store(&ep)
+	resp, body := h.navigate(h.browser(), "/oauth2/sign_out")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "signed out") {
+		t.Fatalf("got %d %q, want the signed-out page", resp.StatusCode, body)
+	}
+}
+
+func TestSignOutStandardEndSession(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.cfg = func(c *Config) { c.PostLogoutRedirectURL = "http://127.0.0.1/bye" }
+	})
+	ep := *h.auth.endpoints()
+	ep.endSession = "http://idp.invalid/logout?x=1"
+	h.auth.ep.Store(&ep)
+	resp, _ := h.navigate(c, "/oauth2/sign_out")
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	q := loc.Query()
+	if loc.Host != "idp.invalid" || q.Get("x") != "1" || q.Get("client_id") != testClientID ||
+		q.Get("post_logout_redirect_uri") != "http://127.0.0.1/bye" || q.Get("id_token_hint") == "" {
+		t.Fatalf("end-session redirect %q lacks the RP-initiated logout parameters", loc)
+	}
+}
+
+func TestUserInfo(t *testing.T) {
+	h, c := signedIn(t)
+	resp, body := h.fetch(c, "/oauth2/userinfo")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("got %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var claims map[string]any
+	if err := json.Unmarshal([]byte(body), &claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims["sub"] != testUser || claims["aud"] != testClientID || claims["iss"] != h.idp.Issuer() {
+		t.Errorf("claims = %v", claims)
+	}
+	// Without a session: 401 JSON, even for a navigation.
+	resp, _ = h.navigate(h.browser(), "/oauth2/userinfo")
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without session: got %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestAuthEndpoint(t *testing.T) {
+	h, c := signedIn(t)
+	resp, _ := h.navigate(c, "/oauth2/auth")
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("X-Auth-Request-User") != testUser {
+		t.Fatalf("with session: got %d user %q, want 202 %q", resp.StatusCode, resp.Header.Get("X-Auth-Request-User"), testUser)
+	}
+	resp, _ = h.navigate(h.browser(), "/oauth2/auth")
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("without session: got %d, want 401 (never a redirect)", resp.StatusCode)
+	}
+}
+
+func TestStartValidatesReturnPath(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct{ rd, want string }{
+		{"/dash?tab=2", "/dash?tab=2"},
+		{"/a/b%20c", "/a/b%20c"},
+		{"", "/"},
+		{"//evil.example", "/"},
+		{"/\\evil.example", "/"},
+		{"/\\/evil.example", "/"},
+		{"https://evil.example", "/"},
+		{"https:evil.example", "/"},
+		{"http:/evil.example", "/"},
+		{"/%2F%2Fevil.example", "/"},
+		{"/%5Cevil.example", "/"},
+		{"/\tevil", "/"},
+		{"/\n/evil.example", "/"},
+		{"javascript:alert(1)", "/"},
+		{"evil.example", "/"},
+		{"/\u2215evil.example", "/"},
+		{"/" + strings.Repeat("a", 5000), "/"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rd, func(t *testing.T) {
+			c := h.browser()
+			resp, _ := h.navigate(c, "/oauth2/start?rd="+url.QueryEscape(tt.rd))
+			cb := h.signInAt(c, resp, testUser, testPassword)
+			resp, _ = h.navigate(c, cb.String())
+			if got := resp.Header.Get("Location"); got != tt.want {
+				t.Errorf("Location after login = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSafeReturnPath(t *testing.T) {
+	for _, rd := range []string{"/", "/a", "/a?b=c&d=/e", "/a#frag", "/a/../b"} {
+		if got, ok := safeReturnPath(rd); !ok || got != rd {
+			t.Errorf("safeReturnPath(%q) = %q, %v; want accepted", rd, got, ok)
+		}
+	}
+	for _, rd := range []string{"//x", "/\\x", "x", "http://x/", "/\x00", "/ x", "/%2f%2fx", "/é"} {
+		if _, ok := safeReturnPath(rd); ok {
+			t.Errorf("safeReturnPath(%q) accepted", rd)
+		}
+	}
+}
+
+func TestDiscoveryRetriesUntilAuthServerUp(t *testing.T) {
+	h := newHarness(t)
+	// An auth server that drops connections until it is switched on.
+	var up atomic.Bool
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+			return
+		}
+		h.idp.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	reg := newRegistry()
+	a := NewAuthServer(AuthConfig{IssuerURL: front.URL + "/authentication", ClientID: testClientID, Timeout: time.Second},
+		&http.Client{Timeout: time.Second}, h.server.log, NewMetrics(reg))
+	h.server.auth = a
+	done := make(chan struct{})
+	go func() { a.Run(t.Context()); close(done) }()
+
+	resp, body := h.navigate(h.browser(), "/x")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "not reachable") {
+		t.Fatalf("before discovery: got %d, want 503 page", resp.StatusCode)
+	}
+	if a.Ready() {
+		t.Fatal("ready with no auth server")
+	}
+	time.Sleep(600 * time.Millisecond) // let at least one attempt fail
+	up.Store(true)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("discovery did not succeed within 10s of the auth server coming up")
+	}
+	if !a.Ready() {
+		t.Fatal("Run returned but not ready")
+	}
+	resp, _ = h.navigate(h.browser(), "/x")
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("after discovery: got %d, want 302 to sign in", resp.StatusCode)
+	}
+}

@@ -1,0 +1,365 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+)
+
+func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
+	h, c := signedIn(t)
+	hostile := http.Header{
+		"Authorization":          {"Token forged"},
+		"authorization":          {"bearer forged2"},
+		"X-Auth-Secret":          {"guess"},
+		"X-Forwarded-User":       {"admin"},
+		"X_Forwarded_Email":      {"admin@example.com"},
+		"X-Forwarded_User":       {"admin"},
+		"X-Auth-Request-User":    {"admin"},
+		"Remote-User":            {"admin"},
+		"X-Forwarded-For":        {"6.6.6.6"},
+		"X-Forwarded-Host":       {"evil.example"},
+		"X-Forwarded-Proto":      {"https"},
+		"Forwarded":              {"for=6.6.6.6"},
+		"Connection":             {"Authorization, X-Request-Id"},
+		"X-Dashboard-Preference": {"dark"},
+	}
+	resp, _ := h.do(c, http.MethodGet, "/api/data", hostile)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	got := h.lastUpstream().Header
+	tokenOf(t, h.lastUpstream()) // exactly one Token header, ours
+	for name := range got {
+		switch n := strings.ToLower(strings.ReplaceAll(name, "_", "-")); {
+		case n == "x-auth-secret", n == "remote-user", n == "forwarded", strings.HasPrefix(n, "x-auth-request"),
+			n == "x-forwarded-user", n == "x-forwarded-email":
+			t.Errorf("identity header %s reached the upstream", name)
+		}
+	}
+	if v := got.Get("X-Forwarded-For"); v != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want only the peer 127.0.0.1", v)
+	}
+	if v := got.Get("X-Forwarded-Host"); v != strings.TrimPrefix(h.proxy.URL, "http://") {
+		t.Errorf("X-Forwarded-Host = %q, want the Host the proxy saw", v)
+	}
+	if v := got.Get("X-Forwarded-Proto"); v != "http" {
+		t.Errorf("X-Forwarded-Proto = %q, want http", v)
+	}
+	if v := got.Get("X-Dashboard-Preference"); v != "dark" {
+		t.Errorf("ordinary header lost: %q", v)
+	}
+	if got.Get("X-Request-Id") == "" {
+		t.Error("no X-Request-Id upstream")
+	}
+}
+
+func TestTrustedProxyForwardedHeaders(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.cfg = func(c *Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
+	})
+	h.do(c, http.MethodGet, "/x", http.Header{"X-Forwarded-For": {"203.0.113.9"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-User": {"admin"}})
+	got := h.lastUpstream().Header
+	if v := got.Get("X-Forwarded-For"); v != "203.0.113.9, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the trusted chain extended", v)
+	}
+	if v := got.Get("X-Forwarded-Proto"); v != "https" {
+		t.Errorf("X-Forwarded-Proto = %q, want the trusted proxy's https", v)
+	}
+	if v := got.Get("X-Forwarded-User"); v != "" {
+		t.Errorf("X-Forwarded-User = %q passed even from a trusted proxy", v)
+	}
+}
+
+func TestCookiesPassExceptOurs(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: "seat-1", Path: "/osmc"})
+			http.SetCookie(w, &http.Cookie{Name: "_twc_session", Value: "planted", Path: "/"})
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	u := mustURL(h.proxy.URL)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: "twc-rest-current-user", Value: "alice"}, {Name: "pref", Value: "a=b"}})
+	resp, _ := h.fetch(c, "/osmc/login")
+	cookie := h.lastUpstream().Header.Get("Cookie")
+	if strings.Contains(cookie, "_twc_session") {
+		t.Errorf("upstream saw the session cookie: %q", cookie)
+	}
+	for _, want := range []string{"twc-rest-current-user=alice", "pref=a=b"} {
+		if !strings.Contains(cookie, want) {
+			t.Errorf("upstream Cookie %q lacks %q", cookie, want)
+		}
+	}
+	var names []string
+	for _, ck := range resp.Cookies() {
+		names = append(names, ck.Name)
+	}
+	if len(names) != 1 || names[0] != "twc-rest-session-id" {
+		t.Errorf("cookies set on the client = %v, want only the upstream's twc-rest-session-id", names)
+	}
+}
+
+func TestFilterCookieLine(t *testing.T) {
+	own := func(n string) bool { return n == "_twc_session" || n == "_twc_session_1" }
+	tests := []struct{ in, want string }{
+		{"a=1; b=2", "a=1; b=2"},
+		{"_twc_session=x", ""},
+		{"a=1; _twc_session=x; b=2", "a=1; b=2"},
+		{"_twc_session=x;_twc_session_1=y;c=3", "c=3"},
+		{"a=1;;_twc_session=x; b", "a=1; b"},
+	}
+	for _, tt := range tests {
+		if got, _ := filterCookieLine(tt.in, own); got != tt.want {
+			t.Errorf("filterCookieLine(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSkipAuth(t *testing.T) {
+	rules := []Rule{}
+	for _, r := range []string{"GET=^/static/", "^/healthz$"} {
+		rule, err := ParseRule(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, rule)
+	}
+	h := newHarness(t, func(o *harnessOpts) { o.cfg = func(c *Config) { c.SkipAuth = rules } })
+	tests := []struct {
+		method, target string
+		pass           bool
+	}{
+		{"GET", "/static/app.js", true},
+		{"GET", "/healthz", true},
+		{"POST", "/healthz", true},
+		{"POST", "/static/app.js", false},
+		{"get", "/static/app.js", false},
+		{"GET", "/private?x=/static/", false},
+		{"GET", "//static/../private", false},
+		{"GET", "/static/../private", false},
+		{"GET", "/static/./x", false},
+		{"GET", "/static%2F..%2Fprivate", false},
+		{"GET", "/private/..%2Fstatic/x", false},
+		{"GET", "/static%5c..%5cprivate", false},
+		{"GET", "/healthz/", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
+			before := len(h.upstreamSeen())
+			resp := rawRequest(t, h.proxy.URL, tt.method, tt.target)
+			reached := len(h.upstreamSeen()) > before
+			if reached != tt.pass {
+				t.Fatalf("reached upstream = %v (status %d), want %v", reached, resp.StatusCode, tt.pass)
+			}
+			if reached && h.lastUpstream().Header.Get("Authorization") != "" {
+				t.Error("skip_auth request carried an Authorization header")
+			}
+		})
+	}
+}
+
+// rawRequest sends target exactly as written (no client-side cleaning).
+func rawRequest(t *testing.T, base, method, target string) *http.Response {
+	t.Helper()
+	u := mustURL(base)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, method+" "+target+" HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func TestParseRule(t *testing.T) {
+	for _, tt := range []struct{ in, method, expr string }{
+		{"^/static/", "", "^/static/"},
+		{"GET=^/static/", "GET", "^/static/"},
+		{"^/a=b", "", "^/a=b"},
+		{"PROPFIND=^/dav", "PROPFIND", "^/dav"},
+	} {
+		r, err := ParseRule(tt.in)
+		if err != nil || r.Method != tt.method || r.Path.String() != tt.expr {
+			t.Errorf("ParseRule(%q) = %q %v, %v", tt.in, r.Method, r.Path, err)
+		}
+	}
+	for _, in := range []string{"GET=", "(", ""} {
+		if _, err := ParseRule(in); err == nil {
+			t.Errorf("ParseRule(%q) accepted", in)
+		}
+	}
+}
+
+func TestUpstreamFailures(t *testing.T) {
+	t.Run("down", func(t *testing.T) {
+		h, c := signedIn(t)
+		h.upstream.Close()
+		resp, body := h.fetch(c, "/x")
+		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "could not be reached") {
+			t.Fatalf("got %d %s, want 502", resp.StatusCode, body)
+		}
+		if got := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "unreachable"}); got != 1 {
+			t.Errorf("upstream_errors_total{unreachable} = %v", got)
+		}
+	})
+	t.Run("slow", func(t *testing.T) {
+		release := make(chan struct{})
+		h, c := signedIn(t, func(o *harnessOpts) {
+			o.cfg = func(c *Config) { c.UpstreamTimeout = 200 * time.Millisecond }
+			o.upstream = func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/slow" {
+					select {
+					case <-release:
+					case <-r.Context().Done():
+					}
+				}
+			}
+		})
+		defer close(release)
+		resp, body := h.navigate(c, "/slow")
+		if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "did not answer in time") {
+			t.Fatalf("got %d %s, want 504 page", resp.StatusCode, body)
+		}
+	})
+}
+
+func TestStreamingAndWebsocket(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/events":
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, "data: one\n\n")
+				http.NewResponseController(w).Flush()
+				<-r.Context().Done()
+			case "/ws":
+				if r.Header.Get("Upgrade") != "websocket" || !strings.HasPrefix(r.Header.Get("Authorization"), "Token ") {
+					http.Error(w, "no", http.StatusBadRequest)
+					return
+				}
+				conn, brw, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+				brw.Flush()
+				line, _ := brw.ReadString('\n')
+				brw.WriteString("echo:" + line)
+				brw.Flush()
+			}
+		}
+	})
+	// Streamed responses arrive before the upstream finishes.
+	req, _ := http.NewRequest("GET", h.proxy.URL+"/events", nil)
+	for _, ck := range c.Jar.Cookies(mustURL(h.proxy.URL)) {
+		req.AddCookie(ck)
+	}
+	ctx, cancel := contextWithTimeout(t, 5*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: one\n" {
+		t.Fatalf("streamed event = %q, %v", line, err)
+	}
+	resp.Body.Close()
+
+	// A websocket upgrade passes through with the Token header.
+	u := mustURL(h.proxy.URL)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var cookies []string
+	for _, ck := range c.Jar.Cookies(u) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n")
+	br := bufio.NewReader(conn)
+	wsResp, err := http.ReadResponse(br, nil)
+	if err != nil || wsResp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", wsResp, err)
+	}
+	io.WriteString(conn, "hello\n")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, _ := br.ReadString('\n'); got != "echo:hello\n" {
+		t.Fatalf("websocket echo = %q", got)
+	}
+}
+
+func TestTokenRequestClientAuth(t *testing.T) {
+	tests := []struct {
+		mode  ClientAuth
+		check func(t *testing.T, r *http.Request, form url.Values)
+	}{
+		{ClientAuthXAuthSecret, func(t *testing.T, r *http.Request, form url.Values) {
+			if r.Header.Get("X-Auth-Secret") != "p@ss word" || form.Get("client_id") != "my client" || r.Header.Get("Authorization") != "" {
+				t.Errorf("x-auth-secret: header %q, client_id %q", r.Header.Get("X-Auth-Secret"), form.Get("client_id"))
+			}
+		}},
+		{ClientAuthBasic, func(t *testing.T, r *http.Request, form url.Values) {
+			id, secret, ok := r.BasicAuth()
+			// RFC 6749 §2.3.1: form-urlencoded before Basic.
+			if !ok || id != "my+client" || secret != "p%40ss+word" || r.Header.Get("X-Auth-Secret") != "" || form.Has("client_secret") {
+				t.Errorf("basic: %q %q %v", id, secret, ok)
+			}
+		}},
+		{ClientAuthPost, func(t *testing.T, r *http.Request, form url.Values) {
+			if form.Get("client_id") != "my client" || form.Get("client_secret") != "p@ss word" || r.Header.Get("X-Auth-Secret") != "" {
+				t.Errorf("post: form %v", form)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.mode), func(t *testing.T) {
+			var checked bool
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				r.ParseForm()
+				tt.check(t, r, r.PostForm)
+				checked = true
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"id_token":"x.y.z","expires_in":"300"}`)
+			}))
+			defer srv.Close()
+			a := NewAuthServer(AuthConfig{ClientID: "my client", ClientSecret: "p@ss word", ClientAuth: tt.mode},
+				srv.Client(), nopLogger(), NewMetrics(newRegistry()))
+			tr, err := a.postToken(t.Context(), &endpoints{tokenURL: srv.URL}, url.Values{"grant_type": {"refresh_token"}}, nil)
+			if err != nil || tr.IDToken != "x.y.z" || !checked {
+				t.Fatalf("postToken: %v %v", tr, err)
+			}
+		})
+	}
+}
+
+func TestStoreIsShared(t *testing.T) {
+	// The proxy strips exactly the store's cookies.
+	st, err := session.NewStore(session.Options{CookieName: "sid", Secrets: [][]byte{make([]byte, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{"Cookie": {"sid=1; sid_1=2; other=3"}}
+	stripOwnCookies(h, st.IsOwnCookie)
+	if got := h.Get("Cookie"); got != "other=3" {
+		t.Errorf("Cookie = %q, want other=3", got)
+	}
+}
