@@ -138,7 +138,7 @@ func (a *AuthServer) Run(ctx context.Context) {
 	delay := 500 * time.Millisecond
 	for {
 		err := a.Discover(ctx)
-		if err == nil {
+		if err == nil || ctx.Err() != nil {
 			return
 		}
 		a.m.DiscoveryFailures.Inc()

@@ -144,11 +144,11 @@ func parseConfig(raw []byte, getenv func(string) string) (*settings, error) {
 		decodeStrict(doc.Content[0], reflect.ValueOf(&fc).Elem(), "", &problems)
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("config: %s", strings.Join(problems, "; "))
+		return nil, fmt.Errorf("config: %s", singleLine(strings.Join(problems, "; ")))
 	}
 	s, problems := fc.validate(getenv)
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("config: %s", strings.Join(problems, "; "))
+		return nil, fmt.Errorf("config: %s", singleLine(strings.Join(problems, "; ")))
 	}
 	return s, nil
 }
@@ -243,6 +243,13 @@ func nameOr(s, alt string) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// lineBreaks escapes what would split the error over several lines: a key
+// or a skip_auth pattern from the file may contain any of these.
+var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`, "\v", `\v`, "\f", `\f`,
+	"\u0085", `\u0085`, "\u2028", `\u2028`, "\u2029", `\u2029`)
+
+func singleLine(s string) string { return lineBreaks.Replace(s) }
 
 // validate checks every key and builds the settings.
 func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string) {

@@ -6,6 +6,7 @@
 //
 //	twc-auth-proxy --config FILE
 //	twc-auth-proxy --config FILE --check-config
+//	twc-auth-proxy demo [-listen 127.0.0.1:4180] [-token-ttl 2m]
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +45,9 @@ func main() {
 
 // run is the whole program: flags, config, wiring, serving until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "demo" {
+		return runDemo(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("twc-auth-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "path to the YAML config file")
@@ -155,7 +160,8 @@ func authHTTPClient(cfg *settings) (*http.Client, error) {
 func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go a.auth.Run(ctx)
+	var discovery sync.WaitGroup
+	discovery.Go(func() { a.auth.Run(ctx) })
 
 	errLog := zap.NewStdLog(a.log.Named("http"))
 	proxySrv := &http.Server{
@@ -192,6 +198,10 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 		err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
 	}
 	metricsSrv.Shutdown(sctx)
+	// Discovery may still be retrying, and logging: run returns only once
+	// it has ended too.
+	cancel()
+	discovery.Wait()
 	a.log.Info("stopped")
 	return err
 }
