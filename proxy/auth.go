@@ -8,20 +8,48 @@ import (
 	"go.uber.org/zap"
 )
 
-// serveProxy is the catch-all route: skip_auth requests pass as they are,
-// everything else needs a valid session and goes upstream with its token.
+// serveProxy is the catch-all route. In order: skip_auth requests pass as
+// they are; a caller's own token (api_tokens) is verified and forwarded; a
+// user session is used (refreshed when due); on service-account routes a
+// request without a session gets the service identity; anything else is
+// unauthenticated.
 func (s *Server) serveProxy(w *recorder, r *http.Request) {
 	if s.skipAuth(r) {
 		w.outcome = "skip_auth"
-		s.forward(w, r, "")
+		s.forward(w, r, "", false)
 		return
+	}
+	if s.cfg.APITokens.Enabled {
+		if raw, present := bearerToken(r); present {
+			s.serveAPIToken(w, r, raw)
+			return
+		}
+	}
+	if sa := s.cfg.ServiceAccount; sa != nil && sa.matches(r) {
+		if _, err := s.store.Load(r); err != nil {
+			s.serveServiceAccount(w, r, sa)
+			return
+		}
 	}
 	sess, ok := s.requireSession(w, r, true)
 	if !ok {
 		return
 	}
 	w.outcome = "proxied"
-	s.forward(w, r, sess.IDToken)
+	s.forward(w, r, sess.IDToken, false)
+}
+
+// serveServiceAccount forwards r with the service identity's token.
+func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAccount) {
+	tok, err := sa.Token(r.Context())
+	if err != nil {
+		w.outcome = "service_account_unavailable"
+		writeJSONError(w, http.StatusServiceUnavailable, "service_account_unavailable",
+			"the proxy's service account could not get a token from the auth server; try again later")
+		return
+	}
+	w.user, w.outcome = sa.cfg.Username, "proxied_service_account"
+	s.forward(w, r, tok, true)
 }
 
 // requireSession returns the request's valid session, refreshing its ID

@@ -90,7 +90,21 @@ type endpoints struct {
 	twcSignout string // TWC signout_endpoint, used when endSession is empty
 	pkce       bool
 	oauth      *oauth2.Config
-	verifier   *oidc.IDTokenVerifier
+	verifier   *oidc.IDTokenVerifier // audience = the proxy's client_id
+	keys       oidc.KeySet           // shared by every verifier of this provider
+	algs       []string
+}
+
+// verifierFor returns a verifier for ID tokens issued to clientID, or, when
+// clientID is empty, to any audience (the caller checks it). It shares the
+// provider's cached JWKS.
+func (ep *endpoints) verifierFor(clientID string, now func() time.Time) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(ep.issuer, ep.keys, &oidc.Config{
+		ClientID:             clientID,
+		SkipClientIDCheck:    clientID == "",
+		SupportedSigningAlgs: ep.algs,
+		Now:                  now,
+	})
 }
 
 // AuthServer talks to the OpenID Connect provider: discovery, the token
@@ -224,27 +238,25 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 	// outlive this call; the client's own timeout bounds each fetch.
 	keyCtx := oidc.ClientContext(context.Background(), a.client)
 	keys := oidc.NewRemoteKeySet(keyCtx, doc.JWKSURL)
-	verifier := oidc.NewVerifier(doc.Issuer, keys, &oidc.Config{
-		ClientID:             a.cfg.ClientID,
-		SupportedSigningAlgs: algs,
-		Now:                  a.now,
-	})
 	scopes := append([]string{oidc.ScopeOpenID}, a.cfg.Scopes...)
 	scopes = slices.Compact(scopes)
-	return &endpoints{
+	ep := &endpoints{
 		issuer:     doc.Issuer,
 		tokenURL:   doc.TokenURL,
 		endSession: doc.EndSessionURL,
 		twcSignout: doc.SignoutURL,
 		pkce:       slices.Contains(doc.CodeChallengeMethods, "S256"),
-		verifier:   verifier,
+		keys:       keys,
+		algs:       algs,
 		oauth: &oauth2.Config{
 			ClientID:    a.cfg.ClientID,
 			RedirectURL: a.cfg.RedirectURL,
 			Scopes:      scopes,
 			Endpoint:    oauth2.Endpoint{AuthURL: doc.AuthURL, TokenURL: doc.TokenURL},
 		},
-	}, nil
+	}
+	ep.verifier = ep.verifierFor(a.cfg.ClientID, a.now)
+	return ep, nil
 }
 
 // TokenError is an error answer from the token endpoint.
@@ -293,7 +305,8 @@ func (a *AuthServer) postToken(ctx context.Context, ep *endpoints, form url.Valu
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 
-	if a.cfg.ClientAuth != ClientAuthBasic {
+	// A grant may name its own client (a service account's); else ours.
+	if a.cfg.ClientAuth != ClientAuthBasic && !form.Has("client_id") {
 		form.Set("client_id", a.cfg.ClientID)
 	}
 	if a.cfg.ClientAuth == ClientAuthPost {

@@ -34,7 +34,7 @@ func (a *AuthServer) redeem(ctx context.Context, ep *endpoints, code, verifier, 
 	if err != nil {
 		return nil, fmt.Errorf("exchange code: %w", err)
 	}
-	tok, err := a.verify(ctx, ep, tr.IDToken, &nonce)
+	tok, err := a.verify(ctx, ep.verifier, tr.IDToken, &nonce)
 	if err != nil {
 		return nil, fmt.Errorf("exchange code: %w", err)
 	}
@@ -64,7 +64,7 @@ func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Se
 	}
 	// OIDC Core §12.2: a refreshed ID token should carry no nonce, and if it
 	// does it is the login's, which the session does not keep; skip the check.
-	tok, err := a.verify(ctx, ep, tr.IDToken, nil)
+	tok, err := a.verify(ctx, ep.verifier, tr.IDToken, nil)
 	if err != nil {
 		return nil, fmt.Errorf("refresh: %w", err)
 	}
@@ -91,8 +91,8 @@ func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Se
 // nonce is the login request's nonce, or nil when there was none to check
 // against. TWC never puts a nonce in its tokens, so an absent nonce passes
 // unless RequireNonce is set; a present one must match.
-func (a *AuthServer) verify(ctx context.Context, ep *endpoints, raw string, nonce *string) (*oidc.IDToken, error) {
-	tok, err := ep.verifier.Verify(ctx, raw)
+func (a *AuthServer) verify(ctx context.Context, v *oidc.IDTokenVerifier, raw string, nonce *string) (*oidc.IDToken, error) {
+	tok, err := v.Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 	}

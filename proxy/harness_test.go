@@ -80,6 +80,8 @@ type harnessOpts struct {
 	authCfg func(*AuthConfig)
 	// upstream replaces the recording upstream handler's answer.
 	upstream http.HandlerFunc
+	// service enables a service account.
+	service *ServiceAccountConfig
 }
 
 func newHarness(t *testing.T, mods ...func(*harnessOpts)) *harness {
@@ -154,6 +156,11 @@ func newHarness(t *testing.T, mods ...func(*harnessOpts)) *harness {
 	}
 	if o.cfg != nil {
 		o.cfg(&cfg)
+	}
+	if o.service != nil {
+		sa := NewServiceAccount(*o.service, h.auth, log, m)
+		sa.now = h.clock.Now
+		cfg.ServiceAccount = sa
 	}
 	srv, err := New(cfg, log, store, h.auth, m)
 	if err != nil {

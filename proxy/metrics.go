@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -17,6 +20,13 @@ type Metrics struct {
 	Unauthenticated   *prometheus.CounterVec   // twc_auth_proxy_unauthenticated_requests_total{reason}
 	AuthServerUp      prometheus.Gauge         // twc_auth_proxy_auth_server_ready
 	DiscoveryFailures prometheus.Counter       // twc_auth_proxy_discovery_failures_total
+
+	ServiceTokenFetches *prometheus.CounterVec // twc_auth_proxy_service_token_fetches_total{result}
+	APITokens           *prometheus.CounterVec // twc_auth_proxy_api_tokens_total{result}
+
+	// serviceExpiry is the service token's expiry (Unix ns; 0 = none),
+	// read by twc_auth_proxy_service_token_remaining_seconds at scrape time.
+	serviceExpiry atomic.Int64
 }
 
 // NewMetrics registers the proxy's series with reg. Each proxy instance gets
@@ -63,6 +73,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "twc_auth_proxy_discovery_failures_total",
 			Help: "Failed attempts to fetch the auth server's discovery document.",
 		}),
+		ServiceTokenFetches: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_service_token_fetches_total",
+			Help: "Service-account token requests to the auth server, by result: success, rejected (credentials refused: check the account), error (auth server unreachable or failing).",
+		}, []string{"result"}),
+		APITokens: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_api_tokens_total",
+			Help: "Caller-supplied API tokens (Authorization: Token/Bearer), by result: accepted or rejected.",
+		}, []string{"result"}),
 	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "twc_auth_proxy_service_token_remaining_seconds",
+		Help: "Seconds until the service-account ID token expires (0 when there is none yet; negative once expired).",
+	}, func() float64 {
+		ns := m.serviceExpiry.Load()
+		if ns == 0 {
+			return 0
+		}
+		return time.Until(time.Unix(0, ns)).Seconds()
+	})
 	return m
 }

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
@@ -49,6 +50,11 @@ type Config struct {
 	PostLogoutRedirectURL string
 	// LogRequests logs one line per request (the default in production).
 	LogRequests bool
+	// ServiceAccount, when set, serves requests on its routes that carry
+	// no user session with the service identity's token.
+	ServiceAccount *ServiceAccount
+	// APITokens lets callers bring their own verified token.
+	APITokens APITokens
 }
 
 // Server is the proxy's http.Handler.
@@ -62,6 +68,7 @@ type Server struct {
 	refresher    *refresher
 	rp           *httputil.ReverseProxy
 	callbackPath string
+	apiVerifier  atomic.Pointer[apiVerifier]
 }
 
 // New builds the proxy handler. auth must be discovered (Run) before

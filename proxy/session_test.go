@@ -68,7 +68,7 @@ func TestBadCookiesAreNoSession(t *testing.T) {
 	}{
 		{"garbage", "_twc_session=garbage"},
 		{"truncated", "_twc_session=" + good.Value[:len(good.Value)/2]},
-		{"tampered", "_twc_session=" + good.Value[:10] + "A" + good.Value[11:]},
+		{"tampered", "_twc_session=" + good.Value[:10] + flip(good.Value[10]) + good.Value[11:]},
 		{"unknown key", "_twc_session=" + foreign.Value},
 		{"lying chunk count", "_twc_session=7." + good.Value},
 		{"64 KiB", "_twc_session=" + strings.Repeat("x", 64<<10)},
@@ -128,4 +128,12 @@ func TestSessionKeyRotation(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("cookie sealed with the retired key: got %d, want 200", resp.StatusCode)
 	}
+}
+
+// flip returns a base64url character other than c.
+func flip(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
 }

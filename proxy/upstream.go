@@ -17,18 +17,19 @@ import (
 // proxyState travels with a proxied request from ServeHTTP to Rewrite,
 // ModifyResponse and ErrorHandler.
 type proxyState struct {
-	token string // ID token for the Authorization header; "" for skip_auth
-	id    string // request id
-	start time.Time
-	rec   *recorder
+	token   string // ID token for the Authorization header; "" for skip_auth
+	service bool   // the token is the service account's: use its cookie jar
+	id      string // request id
+	start   time.Time
+	rec     *recorder
 }
 
 type proxyStateKey struct{}
 
 // forward sends r upstream. token, when set, becomes the only Authorization
-// the upstream sees.
-func (s *Server) forward(w *recorder, r *http.Request, token string) {
-	st := &proxyState{token: token, id: w.id, start: time.Now(), rec: w}
+// the upstream sees; service marks the service account's token.
+func (s *Server) forward(w *recorder, r *http.Request, token string, service bool) {
+	st := &proxyState{token: token, service: service, id: w.id, start: time.Now(), rec: w}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, st)))
 }
 
@@ -77,6 +78,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	if st.token != "" {
 		h.Set("Authorization", "Token "+st.token)
 	}
+	if st.service {
+		s.cfg.ServiceAccount.addCookies(h, pr.Out.URL)
+	}
 }
 
 // setForwarded sets X-Forwarded-For/Host/Proto from what the proxy saw.
@@ -122,6 +126,10 @@ func (s *Server) trustedPeer(remoteAddr string) bool {
 func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
 		s.m.UpstreamDuration.Observe(time.Since(st.start).Seconds())
+		if st.service {
+			s.cfg.ServiceAccount.keepCookies(res)
+			return nil
+		}
 	}
 	if sc := res.Header["Set-Cookie"]; len(sc) > 0 {
 		kept := sc[:0]

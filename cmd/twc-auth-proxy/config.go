@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -32,6 +33,22 @@ type fileConfig struct {
 	Auth            authConfig    `yaml:"auth"`
 	Session         sessionConfig `yaml:"session"`
 	Log             logConfig     `yaml:"log"`
+	ServiceAccount  serviceConfig `yaml:"service_account"`
+	APITokens       apiConfig     `yaml:"api_tokens"`
+}
+
+type serviceConfig struct {
+	Enabled      bool     `yaml:"enabled"`
+	Username     string   `yaml:"username"`
+	Password     string   `yaml:"password"`
+	PasswordFile string   `yaml:"password_file"`
+	ClientID     string   `yaml:"client_id"`
+	Routes       []string `yaml:"routes"`
+}
+
+type apiConfig struct {
+	Enabled   bool     `yaml:"enabled"`
+	Audiences []string `yaml:"audiences"`
 }
 
 type authConfig struct {
@@ -95,6 +112,8 @@ type settings struct {
 	authTLS         authTLS
 	logFormat       string
 	logLevel        string
+	// service is the service account, when service_account.enabled.
+	service *proxy.ServiceAccountConfig
 }
 
 type authTLS struct {
@@ -116,8 +135,9 @@ const (
 
 // Environment variables that override secrets in the file.
 const (
-	envClientSecret  = "TWC_AUTH_PROXY_CLIENT_SECRET"
-	envSessionSecret = "TWC_AUTH_PROXY_SESSION_SECRET"
+	envClientSecret    = "TWC_AUTH_PROXY_CLIENT_SECRET"
+	envSessionSecret   = "TWC_AUTH_PROXY_SESSION_SECRET"
+	envServicePassword = "TWC_AUTH_PROXY_SERVICE_PASSWORD"
 )
 
 // loadConfig reads, decodes strictly and validates the config at path.
@@ -339,6 +359,16 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	if fc.Session.CookieSecure != nil {
 		secure = *fc.Session.CookieSecure
 	}
+	service := p.serviceAccount(fc.ServiceAccount, clientAuth, margin, getenv)
+	audiences := fc.APITokens.Audiences
+	if len(audiences) == 0 {
+		audiences = []string{fc.Auth.ClientID}
+	}
+	for i, a := range fc.APITokens.Audiences {
+		if a == "" {
+			p.add(fmt.Sprintf("api_tokens.audiences[%d]", i), "must not be empty")
+		}
+	}
 	switch s.logFormat {
 	case "json", "console":
 	default:
@@ -363,7 +393,9 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 		UpstreamTimeout:       durationOr(fc.UpstreamTimeout, defaultUpstreamTimeout),
 		PostLogoutRedirectURL: fc.Auth.PostLogoutRedirectURL,
 		LogRequests:           logRequests,
+		APITokens:             proxy.APITokens{Enabled: fc.APITokens.Enabled, Audiences: audiences},
 	}
+	s.service = service
 	s.auth = proxy.AuthConfig{
 		IssuerURL:    strings.TrimSuffix(fc.Auth.IssuerURL, "/"),
 		DiscoveryURL: fc.Auth.DiscoveryURL,
@@ -452,6 +484,35 @@ func (p *problems) secret(key, inline, file, env string, getenv func(string) str
 		return v
 	}
 	return inline
+}
+
+// serviceAccount validates the service_account block; nil when disabled.
+func (p *problems) serviceAccount(sc serviceConfig, clientAuth proxy.ClientAuth, margin time.Duration, getenv func(string) string) *proxy.ServiceAccountConfig {
+	if !sc.Enabled {
+		return nil
+	}
+	if sc.Username == "" {
+		p.add("service_account.username", "required when service_account.enabled")
+	}
+	if clientAuth == proxy.ClientAuthBasic {
+		// TWC's client_credentials grant carries the user's credentials in
+		// the Basic header, so the client cannot authenticate there too.
+		p.add("service_account.enabled", "needs auth.client_auth x-auth-secret or client_secret_post (Basic carries the user's credentials)")
+	}
+	password := p.secret("service_account.password", sc.Password, sc.PasswordFile, envServicePassword, getenv)
+	if password == "" && !p.has("service_account.password") {
+		p.add("service_account.password", "required (or service_account.password_file, or "+envServicePassword+")")
+	}
+	cfg := &proxy.ServiceAccountConfig{Username: sc.Username, Password: password, ClientID: sc.ClientID, RefreshMargin: margin}
+	for i, raw := range sc.Routes {
+		re, err := regexp.Compile(raw)
+		if err != nil {
+			p.add(fmt.Sprintf("service_account.routes[%d]", i), err.Error())
+			continue
+		}
+		cfg.Routes = append(cfg.Routes, re)
+	}
+	return cfg
 }
 
 // sessionKeys decodes session.secret (one or a list; from the environment

@@ -6,6 +6,7 @@
 //
 //	twc-auth-proxy --config FILE
 //	twc-auth-proxy --config FILE --check-config
+//	twc-auth-proxy token --config FILE   # print a service-account ID token
 //	twc-auth-proxy demo [-listen 127.0.0.1:4180] [-token-ttl 2m]
 package main
 
@@ -45,8 +46,13 @@ func main() {
 
 // run is the whole program: flags, config, wiring, serving until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "demo" {
-		return runDemo(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return runDemo(ctx, args[1:], stdout, stderr)
+		case "token":
+			return runToken(ctx, args[1:], getenv, stdout, stderr)
+		}
 	}
 	fs := flag.NewFlagSet("twc-auth-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -114,7 +120,11 @@ func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, err
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	p, err := proxy.New(cfg.proxy, log, store, auth, m)
+	pcfg := cfg.proxy
+	if cfg.service != nil {
+		pcfg.ServiceAccount = proxy.NewServiceAccount(*cfg.service, auth, log.Named("service_account"), m)
+	}
+	p, err := proxy.New(pcfg, log, store, auth, m)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+)
+
+// ServiceAccountConfig is a TWC identity used, without user interaction,
+// for requests that carry no user session (the vendor page's
+// "Authentication without user interaction").
+type ServiceAccountConfig struct {
+	Username string
+	Password string
+	// ClientID the token is requested for; "" means the proxy's own.
+	// Listing it in authentication.client.unlimited gives long-lived tokens.
+	ClientID string
+	// Routes are path regexes served with the service token; none means
+	// every request.
+	Routes []*regexp.Regexp
+	// RefreshMargin: renew the token this long before it expires.
+	RefreshMargin time.Duration
+}
+
+// ErrServiceAccountUnavailable is returned while the service token cannot be
+// had (bad credentials, auth server down) and the retry backoff runs.
+var ErrServiceAccountUnavailable = errors.New("service account token unavailable")
+
+// Retry backoff after a failed fetch: doubling from the first to the cap, so
+// wrong credentials never turn into a tight loop against the auth server.
+const (
+	serviceBackoffFirst = time.Second
+	serviceBackoffMax   = 5 * time.Minute
+)
+
+// ServiceAccount holds the service identity's ID token in memory, shared by
+// all requests, and renews it before expiry with one call to the auth
+// server however many requests wait. It also keeps the cookies the upstream
+// sets for that identity (TWC REST's twc-rest-session-id holds a license
+// seat), so service traffic reuses one TWC session instead of opening one
+// per request. It is safe for concurrent use.
+type ServiceAccount struct {
+	cfg   ServiceAccountConfig
+	auth  *AuthServer
+	log   *zap.Logger
+	m     *Metrics
+	now   func() time.Time
+	group singleflight.Group
+	jar   *cookiejar.Jar
+
+	mu       sync.Mutex
+	tok      *serviceToken
+	failures int
+	retryAt  time.Time
+	lastErr  error
+}
+
+type serviceToken struct {
+	idToken      string
+	refreshToken string
+	expiry       time.Time
+}
+
+// NewServiceAccount returns a service account that gets its tokens from auth.
+func NewServiceAccount(cfg ServiceAccountConfig, auth *AuthServer, log *zap.Logger, m *Metrics) *ServiceAccount {
+	if cfg.ClientID == "" {
+		cfg.ClientID = auth.cfg.ClientID
+	}
+	jar, _ := cookiejar.New(nil) // cannot fail without options
+	return &ServiceAccount{cfg: cfg, auth: auth, log: log, m: m, now: time.Now, jar: jar}
+}
+
+// matches reports whether path is served with the service token. Like
+// skip_auth, only canonical paths qualify.
+func (sa *ServiceAccount) matches(r *http.Request) bool {
+	if len(sa.cfg.Routes) == 0 {
+		return true
+	}
+	if !canonicalPath(r.URL.Path, r.URL.RawPath) {
+		return false
+	}
+	for _, re := range sa.cfg.Routes {
+		if re.MatchString(r.URL.Path) {
+			return true
+		}
+	}
+	return false
+}
+
+// Token returns a valid service ID token, fetching or renewing it when due.
+// While a renewal fails, a token that has not expired yet is still served.
+func (sa *ServiceAccount) Token(ctx context.Context) (string, error) {
+	now := sa.now()
+	sa.mu.Lock()
+	tok, retryAt, lastErr := sa.tok, sa.retryAt, sa.lastErr
+	sa.mu.Unlock()
+	if tok != nil && !needsRefresh(tok.expiry, now, sa.cfg.RefreshMargin) {
+		return tok.idToken, nil
+	}
+	stillValid := tok != nil && now.Before(tok.expiry)
+	if now.Before(retryAt) {
+		if stillValid {
+			return tok.idToken, nil
+		}
+		return "", fmt.Errorf("%w (retry in %s): %w", ErrServiceAccountUnavailable, retryAt.Sub(now).Round(time.Second), lastErr)
+	}
+	v, err, _ := sa.group.Do("token", func() (any, error) {
+		return sa.renew(context.WithoutCancel(ctx))
+	})
+	if err != nil {
+		if stillValid {
+			return tok.idToken, nil
+		}
+		return "", fmt.Errorf("%w: %w", ErrServiceAccountUnavailable, err)
+	}
+	return v.(string), nil
+}
+
+// renew gets a new token: the refresh grant when a refresh token came back,
+// else (or when that fails) a new client_credentials request.
+func (sa *ServiceAccount) renew(ctx context.Context) (string, error) {
+	sa.mu.Lock()
+	old := sa.tok
+	sa.mu.Unlock()
+	if old != nil && !needsRefresh(old.expiry, sa.now(), sa.cfg.RefreshMargin) {
+		return old.idToken, nil // another flight just renewed it
+	}
+	ep := sa.auth.endpoints()
+	if ep == nil {
+		return "", errors.New("auth server not discovered yet")
+	}
+	var tok *serviceToken
+	var err error
+	if old != nil && old.refreshToken != "" {
+		if tok, err = sa.refresh(ctx, ep, old); err != nil {
+			sa.log.Info("service account refresh failed; requesting a new token", zap.String("username", sa.cfg.Username), zap.Error(err))
+		}
+	}
+	if tok == nil {
+		tok, err = sa.fetch(ctx, ep)
+	}
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	if err != nil {
+		sa.failures++
+		backoff := min(serviceBackoffFirst<<min(sa.failures-1, 20), serviceBackoffMax)
+		backoff = backoff/2 + rand.N(backoff/2+1)
+		sa.retryAt, sa.lastErr = sa.now().Add(backoff), err
+		result := "error"
+		var te *TokenError
+		if errors.As(err, &te) && te.Rejected() {
+			result = "rejected"
+		}
+		sa.m.ServiceTokenFetches.WithLabelValues(result).Inc()
+		sa.log.Error("service account token fetch failed",
+			zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID),
+			zap.String("result", result), zap.Duration("retry_in", backoff), zap.Error(err))
+		return "", err
+	}
+	sa.failures, sa.retryAt, sa.lastErr = 0, time.Time{}, nil
+	sa.tok = tok
+	sa.m.serviceExpiry.Store(tok.expiry.UnixNano())
+	sa.m.ServiceTokenFetches.WithLabelValues("success").Inc()
+	sa.log.Info("service account token fetched",
+		zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID), zap.Time("expiry", tok.expiry))
+	return tok.idToken, nil
+}
+
+// fetch is the vendor's request: X-Auth-Secret (the proxy's client
+// authentication), Basic base64(username:password), grant_type and client_id.
+func (sa *ServiceAccount) fetch(ctx context.Context, ep *endpoints) (*serviceToken, error) {
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {sa.cfg.ClientID}}
+	tr, err := sa.auth.postToken(ctx, ep, form, func(r *http.Request) {
+		r.SetBasicAuth(sa.cfg.Username, sa.cfg.Password)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sa.verified(ctx, ep, tr, "")
+}
+
+func (sa *ServiceAccount) refresh(ctx context.Context, ep *endpoints, old *serviceToken) (*serviceToken, error) {
+	form := url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {old.refreshToken},
+		"client_id":     {sa.cfg.ClientID},
+		"redirect_uri":  {sa.auth.cfg.RedirectURL},
+		"scope":         {strings.Join(ep.oauth.Scopes, " ")},
+	}
+	tr, err := sa.auth.postToken(ctx, ep, form, nil)
+	if err != nil {
+		return nil, err
+	}
+	return sa.verified(ctx, ep, tr, old.refreshToken)
+}
+
+// verified checks the ID token like any other (audience: the service
+// account's client id) and that it names the configured user.
+func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *tokenResponse, oldRefresh string) (*serviceToken, error) {
+	idt, err := sa.auth.verify(ctx, ep.verifierFor(sa.cfg.ClientID, sa.auth.now), tr.IDToken, nil)
+	if err != nil {
+		return nil, err
+	}
+	if idt.Subject != sa.cfg.Username {
+		return nil, fmt.Errorf("%w: token is for %q, not the service account %q", errInvalidToken, idt.Subject, sa.cfg.Username)
+	}
+	rt := tr.RefreshToken
+	if rt == "" {
+		rt = oldRefresh
+	}
+	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry}, nil
+}
+
+// addCookies puts the jar's cookies for u into h, replacing any the caller
+// sent under the same names.
+func (sa *ServiceAccount) addCookies(h http.Header, u *url.URL) {
+	cookies := sa.jar.Cookies(u)
+	if len(cookies) == 0 {
+		return
+	}
+	names := make(map[string]bool, len(cookies))
+	parts := make([]string, 0, len(cookies))
+	for _, c := range cookies {
+		names[c.Name] = true
+		parts = append(parts, c.Name+"="+c.Value)
+	}
+	stripOwnCookies(h, func(name string) bool { return names[name] })
+	if prev := h.Get("Cookie"); prev != "" {
+		parts = append([]string{prev}, parts...)
+	}
+	h.Set("Cookie", strings.Join(parts, "; "))
+}
+
+// keepCookies moves the upstream's Set-Cookie lines of a service response
+// into the jar: they belong to the service identity, never to the caller.
+func (sa *ServiceAccount) keepCookies(res *http.Response) {
+	if len(res.Header["Set-Cookie"]) == 0 {
+		return
+	}
+	sa.jar.SetCookies(res.Request.URL, res.Cookies())
+	delete(res.Header, "Set-Cookie")
+}

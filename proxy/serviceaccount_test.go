@@ -1,0 +1,291 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const (
+	svcUser     = "svc-reports"
+	svcPassword = "svc-Pa55:word"
+	svcClient   = "reports-bot"
+)
+
+// withService enables a service account for ^/api/reports/.
+func withService(mod func(*ServiceAccountConfig)) func(*harnessOpts) {
+	return func(o *harnessOpts) {
+		o.idp.ClientIDs = append(o.idp.ClientIDs, svcClient)
+		o.idp.Users[svcUser] = svcPassword
+		cfg := &ServiceAccountConfig{
+			Username:      svcUser,
+			Password:      svcPassword,
+			ClientID:      svcClient,
+			Routes:        []*regexp.Regexp{regexp.MustCompile("^/api/reports/")},
+			RefreshMargin: 30 * time.Second,
+		}
+		if mod != nil {
+			mod(cfg)
+		}
+		o.service = cfg
+	}
+}
+
+func TestServiceAccountRequestShapeAndReuse(t *testing.T) {
+	h := newHarness(t, withService(nil))
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := h.do(&http.Client{}, "GET", fmt.Sprintf("/api/reports/%d", i), http.Header{"Accept": {"application/json"}})
+			if resp.StatusCode != http.StatusOK {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of 50 service requests failed", n)
+	}
+	reqs := h.idp.TokenRequests()
+	if len(reqs) != 1 {
+		t.Fatalf("token endpoint calls = %d, want 1 for 50 concurrent requests", len(reqs))
+	}
+	r := reqs[0]
+	wantBasic := "Basic " + base64.StdEncoding.EncodeToString([]byte(svcUser+":"+svcPassword))
+	if got := r.Header.Get("Authorization"); got != wantBasic {
+		t.Errorf("Authorization = %q, want %q", got, wantBasic)
+	}
+	if got := r.Header.Get("X-Auth-Secret"); got != testSecret {
+		t.Errorf("X-Auth-Secret = %q, want the client secret", got)
+	}
+	if r.Form.Get("grant_type") != "client_credentials" || r.Form.Get("client_id") != svcClient {
+		t.Errorf("form = %v, want grant_type=client_credentials client_id=%s", r.Form, svcClient)
+	}
+	for _, u := range h.upstreamSeen() {
+		if tok := tokenOf(t, u); !strings.Contains(string(mustPayload(t, tok)), `"sub":"`+svcUser+`"`) {
+			t.Fatalf("upstream token is not the service account's: %s", mustPayload(t, tok))
+		}
+	}
+	if got := h.metric("twc_auth_proxy_service_token_fetches_total", map[string]string{"result": "success"}); got != 1 {
+		t.Errorf("service_token_fetches_total{success} = %v, want 1", got)
+	}
+	if got := h.metric("twc_auth_proxy_service_token_remaining_seconds", nil); got < 200 || got > 300 {
+		t.Errorf("service_token_remaining_seconds = %v, want about 300", got)
+	}
+	h.assertNoSecretsLogged(svcPassword, base64.StdEncoding.EncodeToString([]byte(svcUser+":"+svcPassword)))
+}
+
+func mustPayload(t *testing.T, tok string) []byte {
+	t.Helper()
+	p, err := jwtPayload(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestServiceAccountRefreshesBeforeExpiry(t *testing.T) {
+	h := newHarness(t, withService(nil))
+	get := func() upstreamRequest {
+		t.Helper()
+		if resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d %s", resp.StatusCode, body)
+		}
+		return h.lastUpstream()
+	}
+	first := tokenOf(t, get())
+	h.clock.Advance(4*time.Minute + 40*time.Second) // inside the 30 s margin of a 5 min token
+	second := tokenOf(t, get())
+	if second == first || h.idp.TokenCalls("refresh_token") != 1 {
+		t.Fatalf("no refresh before expiry (refresh calls %d)", h.idp.TokenCalls("refresh_token"))
+	}
+	// When the refresh token is dead, a new client_credentials request
+	// takes over without failing the caller.
+	h.idp.RevokeRefreshTokens()
+	h.clock.Advance(4*time.Minute + 40*time.Second)
+	third := tokenOf(t, get())
+	if third == second || h.idp.TokenCalls("client_credentials") != 2 {
+		t.Fatalf("no new client_credentials token after the refresh failed (calls %d)", h.idp.TokenCalls("client_credentials"))
+	}
+}
+
+func TestServiceAccountBadCredentials(t *testing.T) {
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Password = "wrong-secret-pw" }))
+	resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "service_account_unavailable") {
+		t.Fatalf("got %d %s, want 503 JSON", resp.StatusCode, body)
+	}
+	// Within the backoff no request reaches the auth server.
+	for range 20 {
+		h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	}
+	if n := h.idp.TokenCalls("client_credentials"); n != 1 {
+		t.Fatalf("token calls = %d during backoff, want 1", n)
+	}
+	// After it, one retry; the backoff then grows.
+	h.clock.Advance(2 * time.Second)
+	h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	if n := h.idp.TokenCalls("client_credentials"); n != 2 {
+		t.Fatalf("token calls = %d after the first backoff, want 2", n)
+	}
+	if got := h.metric("twc_auth_proxy_service_token_fetches_total", map[string]string{"result": "rejected"}); got != 2 {
+		t.Errorf("service_token_fetches_total{rejected} = %v, want 2", got)
+	}
+	if len(h.upstreamSeen()) != 0 {
+		t.Error("a request reached the upstream without a token")
+	}
+	var logged bool
+	for _, e := range h.logs.FilterMessage("service account token fetch failed").All() {
+		logged = e.ContextMap()["username"] == svcUser
+	}
+	if !logged {
+		t.Error("no log line names the failing service account")
+	}
+	h.assertNoSecretsLogged("wrong-secret-pw", base64.StdEncoding.EncodeToString([]byte(svcUser+":wrong-secret-pw")))
+}
+
+func TestServiceAccountPermanentToken(t *testing.T) {
+	h := newHarness(t, withService(nil), func(o *harnessOpts) { o.idp.UnlimitedClients = []string{svcClient} })
+	h.do(&http.Client{}, "GET", "/api/reports/a", nil)
+	h.clock.Advance(400 * 24 * time.Hour)
+	h.do(&http.Client{}, "GET", "/api/reports/b", nil)
+	if n := len(h.idp.TokenRequests()); n != 1 {
+		t.Fatalf("token calls = %d for a 20-year token, want 1", n)
+	}
+	if got := h.metric("twc_auth_proxy_service_token_remaining_seconds", nil); got < 19*365*24*3600 {
+		t.Errorf("remaining_seconds = %v, want about 20 years", got)
+	}
+}
+
+func TestServiceAccountRoutesAndUserPrecedence(t *testing.T) {
+	h := newHarness(t, withService(nil))
+	// Outside its routes the service account does nothing.
+	resp, _ := h.fetch(&http.Client{}, "/api/other")
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("non-service route: got %d, want 401", resp.StatusCode)
+	}
+	resp, _ = h.fetch(&http.Client{}, "/api/reports/../other")
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("dot-dot path: got %d, want 401", resp.StatusCode)
+	}
+	// A signed-in user on a service route is served as the user.
+	c := h.browser()
+	h.login(c, "/", testUser, testPassword)
+	h.fetch(c, "/api/reports/mine")
+	if p := mustPayload(t, tokenOf(t, h.lastUpstream())); !strings.Contains(string(p), `"sub":"`+testUser+`"`) {
+		t.Fatalf("user session did not win: %s", p)
+	}
+}
+
+// TestServiceAccountKeepsOneTWCSession checks the license-seat rule: TWC
+// REST opens a session (and takes a seat) for a token it has not seen with
+// a session cookie; service traffic must reuse one session.
+func TestServiceAccountKeepsOneTWCSession(t *testing.T) {
+	var sessions atomic.Int32
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if c, err := r.Cookie("twc-rest-session-id"); err == nil && strings.HasPrefix(c.Value, "seat-") {
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+			n := sessions.Add(1)
+			http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", n), Path: "/osmc"})
+			http.SetCookie(w, &http.Cookie{Name: "twc-rest-current-user", Value: svcUser, Path: "/osmc"})
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	for i := range 20 {
+		resp, _ := h.do(&http.Client{}, "GET", "/osmc/workspaces", http.Header{"Cookie": {fmt.Sprintf("caller=%d", i)}})
+		if resp.StatusCode >= 300 {
+			t.Fatalf("request %d: got %d", i, resp.StatusCode)
+		}
+		if sc := resp.Header.Values("Set-Cookie"); len(sc) != 0 {
+			t.Fatalf("service identity's cookies handed to a caller: %q", sc)
+		}
+	}
+	if n := sessions.Load(); n != 1 {
+		t.Fatalf("TWC sessions opened = %d for 20 service requests, want 1", n)
+	}
+	last := h.lastUpstream().Header.Get("Cookie")
+	if !strings.Contains(last, "caller=19") || !strings.Contains(last, "twc-rest-session-id=seat-1") {
+		t.Errorf("upstream Cookie = %q, want the caller's cookie plus the service session", last)
+	}
+}
+
+func TestAPITokens(t *testing.T) {
+	h := newHarness(t, func(o *harnessOpts) {
+		o.idp.ClientIDs = append(o.idp.ClientIDs, "twc-rest-api")
+		o.cfg = func(c *Config) {
+			c.APITokens = APITokens{Enabled: true, Audiences: []string{testClientID, "twc-rest-api"}}
+		}
+	})
+	good := h.idp.MintIDToken(testUser, testClientID, time.Hour)
+	restAud := h.idp.MintIDToken(testUser, "twc-rest-api", time.Hour)
+	now := h.clock.Now()
+	claims := func(aud string, exp time.Time) map[string]any {
+		return map[string]any{"sub": testUser, "aud": aud, "iss": h.idp.Issuer(), "iat": now.Unix(), "exp": exp.Unix()}
+	}
+	tests := []struct {
+		name   string
+		header []string
+		ok     bool
+	}{
+		{"Token", []string{"Token " + good}, true},
+		{"Bearer", []string{"Bearer " + good}, true},
+		{"lower-case scheme", []string{"token " + good}, true},
+		{"second audience", []string{"Token " + restAud}, true},
+		{"bad signature", []string{"Token " + good[:len(good)-4] + "AAAA"}, false},
+		{"other audience", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "RS256"}, claims("someone-else", now.Add(time.Hour)))}, false},
+		{"expired", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "RS256"}, claims(testClientID, now.Add(-time.Minute)))}, false},
+		{"alg none", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "none"}, claims(testClientID, now.Add(time.Hour)))}, false},
+		{"HS256 with the public key", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "HS256"}, claims(testClientID, now.Add(time.Hour)))}, false},
+		{"garbage", []string{"Token not-a-jwt"}, false},
+		{"basic", []string{"Basic YTpi"}, false},
+		{"two headers", []string{"Token " + good, "Token " + good}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.upstreamSeen())
+			resp, body := h.do(&http.Client{}, "GET", "/osmc/login", http.Header{"Authorization": tt.header})
+			reached := len(h.upstreamSeen()) > before
+			if !tt.ok {
+				if resp.StatusCode != http.StatusUnauthorized || reached || !strings.Contains(body, "invalid_token") {
+					t.Fatalf("got %d (reached upstream: %v) %s, want 401 JSON and no forwarding", resp.StatusCode, reached, body)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || !reached {
+				t.Fatalf("got %d %s, want the token accepted", resp.StatusCode, body)
+			}
+			want := strings.TrimSpace(tt.header[0][strings.Index(tt.header[0], " "):])
+			if got := tokenOf(t, h.lastUpstream()); got != want {
+				t.Error("upstream did not get the caller's token as Token")
+			}
+		})
+	}
+}
+
+func TestAPITokensDisabledStripsAuthorization(t *testing.T) {
+	h := newHarness(t)
+	good := h.idp.MintIDToken(testUser, testClientID, time.Hour)
+	resp, _ := h.do(&http.Client{}, "GET", "/osmc/login", http.Header{"Authorization": {"Token " + good}})
+	if resp.StatusCode != http.StatusUnauthorized || len(h.upstreamSeen()) != 0 {
+		t.Fatalf("got %d, want 401 without forwarding", resp.StatusCode)
+	}
+	c := h.browser()
+	h.login(c, "/", testUser, testPassword)
+	h.do(c, "GET", "/x", http.Header{"Authorization": {"Token " + good}})
+	if got := tokenOf(t, h.lastUpstream()); got == good {
+		t.Error("a caller's Authorization passed through while api_tokens is disabled")
+	}
+}
