@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -143,7 +144,7 @@ func TestFaults(t *testing.T) {
 			s := start(t, authtest.Options{Now: clk.Now})
 			code := signIn(t, s, nil)
 			s.SetFaults(tc.faults)
-			if got := s.Faults(); got != tc.faults {
+			if got := s.Faults(); !reflect.DeepEqual(got, tc.faults) {
 				t.Fatalf("got Faults %+v, want %+v", got, tc.faults)
 			}
 			tc.check(t, s, clk, exchange(t, s, code))

@@ -112,6 +112,12 @@ type Faults struct {
 	TokenStatus          int           // non-zero: token endpoint answers this status, error temporarily_unavailable
 	TokenDelay           time.Duration // token endpoint waits this long (or until the client gives up)
 	MalformedJSON        bool          // token endpoint answers 200 with truncated JSON
+	JWKSStatus           int           // non-zero: jwks.json answers this status (keys unreachable)
+	// IDToken, when set, replaces the ID token the token endpoint would
+	// issue: it gets the claims the server would have used (sub, aud,
+	// nonce of the request) and returns the raw token to send, e.g. one
+	// built with SignJWT. For hostile-token tests.
+	IDToken func(sub, aud, nonce string) string
 }
 
 // TokenRequest is one request seen by the token endpoint, kept so tests can

@@ -339,8 +339,13 @@ func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	f := s.Faults()
+	if f.JWKSStatus != 0 {
+		writeJSON(w, f.JWKSStatus, map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
 	key, kid := s.signingKey()
-	if !s.Faults().IncludeKid {
+	if !f.IncludeKid {
 		kid = ""
 	}
 	writeJSON(w, http.StatusOK, map[string][]jwk{"keys": {publicJWK(&key.PublicKey, kid)}})

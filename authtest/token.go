@@ -144,7 +144,11 @@ func (s *Server) grant(r *http.Request, f Faults) (*tokenResponse, *tokenError) 
 		return nil, terr
 	}
 	resp := &tokenResponse{RefreshToken: refresh, ExpiresIn: int64(spec.ttl / time.Second), TokenType: "Bearer"}
-	if !f.OmitIDToken && !(grantType == "refresh_token" && f.OmitIDTokenOnRefresh) {
+	switch {
+	case f.OmitIDToken || grantType == "refresh_token" && f.OmitIDTokenOnRefresh:
+	case f.IDToken != nil:
+		resp.IDToken = f.IDToken(spec.sub, spec.aud, spec.nonce)
+	default:
 		resp.IDToken = s.mintIDToken(spec, f)
 	}
 	if f.IncludeAccessToken {

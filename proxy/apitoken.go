@@ -52,7 +52,7 @@ func (s *Server) verifyAPIToken(ctx context.Context, ep *endpoints, raw string) 
 		av = &apiVerifier{ep: ep, v: ep.verifierFor("", s.now)}
 		s.apiVerifier.Store(av)
 	}
-	tok, err := s.auth.verify(ctx, av.v, raw, nil)
+	tok, err := s.auth.verify(ctx, av.v, raw, nil, "")
 	if err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ func (a *AuthServer) redeem(ctx context.Context, ep *endpoints, code, verifier, 
 	if err != nil {
 		return nil, fmt.Errorf("exchange code: %w", err)
 	}
-	tok, err := a.verify(ctx, ep.verifier, tr.IDToken, &nonce)
+	tok, err := a.verify(ctx, ep.verifier, tr.IDToken, &nonce, a.cfg.ClientID)
 	if err != nil {
 		return nil, fmt.Errorf("exchange code: %w", err)
 	}
@@ -64,7 +64,7 @@ func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Se
 	}
 	// OIDC Core §12.2: a refreshed ID token should carry no nonce, and if it
 	// does it is the login's, which the session does not keep; skip the check.
-	tok, err := a.verify(ctx, ep.verifier, tr.IDToken, nil)
+	tok, err := a.verify(ctx, ep.verifier, tr.IDToken, nil, a.cfg.ClientID)
 	if err != nil {
 		return nil, fmt.Errorf("refresh: %w", err)
 	}
@@ -91,7 +91,11 @@ func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Se
 // nonce is the login request's nonce, or nil when there was none to check
 // against. TWC never puts a nonce in its tokens, so an absent nonce passes
 // unless RequireNonce is set; a present one must match.
-func (a *AuthServer) verify(ctx context.Context, v *oidc.IDTokenVerifier, raw string, nonce *string) (*oidc.IDToken, error) {
+//
+// clientID, when set, is the client the token must have been issued to:
+// OIDC Core §3.1.3.7 says a token with several audiences should carry azp,
+// and an azp naming another client means the token was not issued to us.
+func (a *AuthServer) verify(ctx context.Context, v *oidc.IDTokenVerifier, raw string, nonce *string, clientID string) (*oidc.IDToken, error) {
 	tok, err := v.Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
@@ -105,6 +109,17 @@ func (a *AuthServer) verify(ctx context.Context, v *oidc.IDTokenVerifier, raw st
 		return nil, fmt.Errorf("%w: no nonce claim and auth.require_nonce is set", errInvalidToken)
 	case tok.Nonce != "" && subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(*nonce)) != 1:
 		return nil, fmt.Errorf("%w: nonce does not match the login request", errInvalidToken)
+	}
+	if clientID != "" {
+		var c struct {
+			AZP string `json:"azp"`
+		}
+		if err := tok.Claims(&c); err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
+		}
+		if (c.AZP != "" || len(tok.Audience) > 1) && c.AZP != clientID {
+			return nil, fmt.Errorf("%w: authorized party %q is not this client", errInvalidToken, c.AZP)
+		}
 	}
 	if !tok.IssuedAt.IsZero() && tok.IssuedAt.After(a.now().Add(maxClockSkew)) {
 		return nil, fmt.Errorf("%w: issued in the future (iat %s)", errInvalidToken, tok.IssuedAt.UTC().Format(time.RFC3339))

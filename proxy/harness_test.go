@@ -394,3 +394,17 @@ func nopLogger() *zap.Logger { return zap.NewNop() }
 func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(t.Context(), d)
 }
+
+// sessionOf opens the browser's session cookie with the harness's store.
+func (h *harness) sessionOf(c *http.Client) *session.Session {
+	h.t.Helper()
+	req, _ := http.NewRequest("GET", h.proxy.URL, nil)
+	for _, ck := range c.Jar.Cookies(mustURL(h.proxy.URL)) {
+		req.AddCookie(ck)
+	}
+	sess, err := h.server.store.Load(req)
+	if err != nil {
+		h.t.Fatalf("browser has no session: %v", err)
+	}
+	return sess
+}

@@ -208,7 +208,7 @@ func (sa *ServiceAccount) refresh(ctx context.Context, ep *endpoints, old *servi
 // verified checks the ID token like any other (audience: the service
 // account's client id) and that it names the configured user.
 func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *tokenResponse, oldRefresh string) (*serviceToken, error) {
-	idt, err := sa.auth.verify(ctx, ep.verifierFor(sa.cfg.ClientID, sa.auth.now), tr.IDToken, nil)
+	idt, err := sa.auth.verify(ctx, ep.verifierFor(sa.cfg.ClientID, sa.auth.now), tr.IDToken, nil, sa.cfg.ClientID)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,358 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
+	"go.uber.org/goleak"
+)
+
+// localLocation reports whether a Location header stays on the proxy's
+// origin however a browser reads it.
+func localLocation(loc string) bool {
+	if loc == "" || loc[0] != '/' || len(loc) > 1 && (loc[1] == '/' || loc[1] == '\\') {
+		return false
+	}
+	for i := 0; i < len(loc); i++ {
+		if c := loc[i]; c <= 0x20 || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+	u, err := url.Parse(loc)
+	return err == nil && u.Scheme == "" && u.Host == "" && !strings.HasPrefix(u.Path, "//")
+}
+
+func openRedirectCorpus(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/openredirects.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i, line := range strings.Split(string(b), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		s, err := strconv.Unquote(line)
+		if err != nil {
+			t.Fatalf("testdata/openredirects.txt:%d: %v", i+1, err)
+		}
+		out = append(out, s)
+	}
+	if len(out) < 40 {
+		t.Fatalf("corpus has %d payloads, want at least 40", len(out))
+	}
+	return out
+}
+
+// TestOpenRedirectCorpus sends every payload through /oauth2/start?rd= and
+// the state of a real login: the Location after the callback is local.
+func TestOpenRedirectCorpus(t *testing.T) {
+	h := newHarness(t)
+	c := h.browser()
+	for _, payload := range openRedirectCorpus(t) {
+		t.Run(strconv.Quote(payload), func(t *testing.T) {
+			if got, ok := safeReturnPath(payload); ok && !localLocation(got) {
+				t.Fatalf("safeReturnPath accepted %q", payload)
+			}
+			resp, _ := h.navigate(c, "/oauth2/start?rd="+url.QueryEscape(payload))
+			cb := h.signInAt(c, resp, testUser, testPassword)
+			resp, _ = h.navigate(c, cb.String())
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !localLocation(loc) {
+				t.Fatalf("got %d to %q, want 302 to a local path", resp.StatusCode, loc)
+			}
+		})
+	}
+	// The automatic login of a navigation keeps its request path: a
+	// request line of //evil must not come back as Location //evil.
+	resp := rawNavigation(t, h.proxy.URL, "//evil.example/x")
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("got %d, want 302 to sign in", resp.StatusCode)
+	}
+	c.Jar.SetCookies(mustURL(h.proxy.URL), resp.Cookies())
+	cb := h.signInAt(c, resp, testUser, testPassword)
+	resp, _ = h.navigate(c, cb.String())
+	if loc := resp.Header.Get("Location"); loc != "/" {
+		t.Fatalf("Location after login = %q, want /", loc)
+	}
+}
+
+// rawNavigation sends a navigation with the request target as written.
+func rawNavigation(t *testing.T, base, target string, extra ...string) *http.Response {
+	t.Helper()
+	u := mustURL(base)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	host := u.Host
+	hdr := ""
+	for _, e := range extra {
+		if strings.HasPrefix(e, "Host: ") {
+			host = strings.TrimPrefix(e, "Host: ")
+			continue
+		}
+		hdr += e + "\r\n"
+	}
+	io.WriteString(conn, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\nAccept: text/html\r\nSec-Fetch-Mode: navigate\r\n"+hdr+"Connection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func TestHostHeadersCannotMoveRedirects(t *testing.T) {
+	h := newHarness(t)
+	resp := rawNavigation(t, h.proxy.URL, "/dash", "Host: evil.example", "X-Forwarded-Host: evil.example", "X-Forwarded-Uri: //evil.example/", "X-Forwarded-Proto: https")
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusFound {
+		t.Fatalf("got %d %v", resp.StatusCode, err)
+	}
+	if got := loc.Query().Get("redirect_uri"); got != h.proxy.URL+"/oauth2/callback" {
+		t.Errorf("redirect_uri = %q, want the configured one", got)
+	}
+}
+
+// TestHostileIDTokens is in the spirit of the OpenID relying-party
+// certification: each token must fail the login with a clear page, create
+// no session and never reach the upstream.
+func TestHostileIDTokens(t *testing.T) {
+	type mint func(h *harness, sub, aud, nonce string) string
+	claims := func(h *harness, sub, aud string, mods map[string]any) map[string]any {
+		now := h.clock.Now()
+		c := map[string]any{"sub": sub, "aud": aud, "iss": h.idp.Issuer(), "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix()}
+		for k, v := range mods {
+			if v == nil {
+				delete(c, k)
+			} else {
+				c[k] = v
+			}
+		}
+		return c
+	}
+	rs := map[string]any{"alg": "RS256"}
+	tests := []struct {
+		name string
+		mint mint
+		auth func(*AuthConfig)
+	}{
+		{"bad signature", func(h *harness, sub, aud, _ string) string {
+			tok := h.idp.SignJWT(rs, claims(h, sub, aud, nil))
+			return tok[:len(tok)-6] + "AAAAAA"
+		}, nil},
+		{"alg none", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(map[string]any{"alg": "none"}, claims(h, sub, aud, nil))
+		}, nil},
+		{"HS256 keyed with the public key", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(map[string]any{"alg": "HS256"}, claims(h, sub, aud, nil))
+		}, nil},
+		{"unknown kid", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(map[string]any{"alg": "RS256", "kid": "not-a-key"}, claims(h, sub, aud, nil))
+		}, nil},
+		{"wrong issuer", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"iss": "https://evil.example/authentication"}))
+		}, nil},
+		{"wrong audience", func(h *harness, sub, _, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, "someone-else", nil))
+		}, nil},
+		{"extra audience, azp of another client", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"aud": []string{aud, "other"}, "azp": "other"}))
+		}, nil},
+		{"extra audience, no azp", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"aud": []string{aud, "other"}}))
+		}, nil},
+		{"expired", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"exp": h.clock.Now().Add(-time.Second).Unix()}))
+		}, nil},
+		{"issued in the future beyond skew", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"iat": h.clock.Now().Add(10 * time.Minute).Unix(), "exp": h.clock.Now().Add(time.Hour).Unix()}))
+		}, nil},
+		{"wrong nonce", func(h *harness, sub, aud, nonce string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"nonce": nonce + "x"}))
+		}, nil},
+		{"missing nonce when required", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, nil))
+		}, func(c *AuthConfig) { c.RequireNonce = true }},
+		{"missing sub", func(h *harness, sub, aud, _ string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"sub": nil}))
+		}, nil},
+		{"not a JWT", func(*harness, string, string, string) string { return "garbage" }, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(o *harnessOpts) { o.authCfg = tt.auth })
+			h.idp.SetFaults(authtest.Faults{IDToken: func(sub, aud, nonce string) string { return tt.mint(h, sub, aud, nonce) }})
+			c := h.browser()
+			resp, _ := h.navigate(c, "/secret")
+			cb := h.signInAt(c, resp, testUser, testPassword)
+			resp, body := h.navigate(c, cb.String())
+			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "could not be verified") {
+				t.Fatalf("got %d, want 401 with a clear page; %s", resp.StatusCode, body)
+			}
+			if h.hasSession(c) || len(h.upstreamSeen()) != 0 {
+				t.Fatal("hostile token created a session or reached the upstream")
+			}
+			if got := h.metric("twc_auth_proxy_logins_total", map[string]string{"result": "invalid_token"}); got != 1 {
+				t.Errorf("logins_total{invalid_token} = %v, want 1", got)
+			}
+		})
+	}
+	// The same harness shape accepts a well-formed token minted the same
+	// way, so the failures above are the flaws', not the harness's.
+	t.Run("control: well-formed token", func(t *testing.T) {
+		h := newHarness(t)
+		h.idp.SetFaults(authtest.Faults{IDToken: func(sub, aud, nonce string) string {
+			return h.idp.SignJWT(rs, claims(h, sub, aud, map[string]any{"nonce": nonce, "aud": []string{aud, "other"}, "azp": aud}))
+		}})
+		if resp, body := h.login(h.browser(), "/ok", testUser, testPassword); resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d %s", resp.StatusCode, body)
+		}
+	})
+}
+
+func TestProviderKeyRotation(t *testing.T) {
+	h, _ := signedIn(t, func(o *harnessOpts) {})
+	if err := h.idp.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	// A login with a token signed by the new key succeeds without restart.
+	if resp, body := h.login(h.browser(), "/after-rotation", "bob", "bob-pw"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("login after key rotation: got %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestJWKSUnreachableWithCachedKeys(t *testing.T) {
+	h, _ := signedIn(t) // the first login cached the key
+	h.idp.SetFaults(authtest.Faults{JWKSStatus: http.StatusServiceUnavailable})
+	if resp, body := h.login(h.browser(), "/cached", "bob", "bob-pw"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("login with cached keys while JWKS is down: got %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestLoginWhileAuthServerFails(t *testing.T) {
+	tests := []struct {
+		name   string
+		faults authtest.Faults
+		stop   bool
+		status int
+	}{
+		{"token endpoint 500", authtest.Faults{TokenStatus: http.StatusInternalServerError}, false, http.StatusBadGateway},
+		{"malformed JSON", authtest.Faults{MalformedJSON: true}, false, http.StatusBadGateway},
+		{"slow token endpoint", authtest.Faults{TokenDelay: 10 * time.Second}, false, http.StatusGatewayTimeout},
+		{"auth server gone", authtest.Faults{}, true, http.StatusBadGateway},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Registered first, so it runs after the harness has shut down.
+			before := goleak.IgnoreCurrent()
+			t.Cleanup(func() { goleak.VerifyNone(t, before) })
+			h := newHarness(t, func(o *harnessOpts) {
+				o.authCfg = func(c *AuthConfig) { c.Timeout = 300 * time.Millisecond }
+			})
+			c := h.browser()
+			resp, _ := h.navigate(c, "/x")
+			cb := h.signInAt(c, resp, testUser, testPassword)
+			h.idp.SetFaults(tt.faults)
+			if tt.stop {
+				h.idp.Close()
+			}
+			start := time.Now()
+			resp, body := h.navigate(c, cb.String())
+			if resp.StatusCode != tt.status || !strings.Contains(body, "Sign-in failed") {
+				t.Fatalf("got %d, want %d with a clear page; %s", resp.StatusCode, tt.status, body)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("answer took %v; the auth timeout is 300ms", d)
+			}
+			if h.hasSession(c) {
+				t.Error("session created")
+			}
+			h.idp.SetFaults(authtest.Faults{})
+			h.proxy.CloseClientConnections()
+			h.upstream.CloseClientConnections()
+			c.CloseIdleConnections()
+			http.DefaultClient.CloseIdleConnections()
+			h.server.rp.Transport.(*http.Transport).CloseIdleConnections()
+			h.auth.client.CloseIdleConnections()
+		})
+	}
+}
+
+// TestReusedRefreshTokenEndsSession: another replica (or a thief) spent the
+// session's refresh token first; the rotating auth server calls our use a
+// reuse and revokes the grant. The session ends cleanly.
+func TestReusedRefreshTokenEndsSession(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = true })
+	// Spend the refresh token behind the proxy's back.
+	rt := h.sessionOf(c).RefreshToken
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {testClientID}}
+	req, _ := http.NewRequest("POST", h.idp.Issuer()+"/api/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Auth-Secret", testSecret)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("out-of-band refresh: %v %v", resp, err)
+	}
+	h.clock.Advance(4*time.Minute + 45*time.Second)
+	resp, _ := h.fetch(c, "/after")
+	if resp.StatusCode != http.StatusUnauthorized || h.hasSession(c) {
+		t.Fatalf("got %d (session kept: %v), want 401 and the session cleared", resp.StatusCode, h.hasSession(c))
+	}
+}
+
+func TestRefusedUpgradeLeavesNoOpenTunnel(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Upgrade") != "" {
+				http.Error(w, "no websockets here", http.StatusForbidden)
+				return
+			}
+			io.WriteString(w, "auth="+r.Header.Get("Authorization"))
+		}
+	})
+	u := mustURL(h.proxy.URL)
+	var cookies []string
+	for _, ck := range c.Jar.Cookies(u) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("upgrade: got %d, want the upstream's 403", resp.StatusCode)
+	}
+	// The same connection, no cookie: this request must be judged afresh.
+	io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		return // the proxy closed the connection: also fine
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("follow-up request on the refused-upgrade connection: got %d %q, want 401", resp.StatusCode, b)
+	}
+}
