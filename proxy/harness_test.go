@@ -20,6 +20,7 @@ import (
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -82,6 +83,9 @@ type harnessOpts struct {
 	upstream http.HandlerFunc
 	// service enables a service account.
 	service *ServiceAccountConfig
+	// quiet keeps nothing per request (for load): the upstream records no
+	// requests and logs are encoded to io.Discard instead of observed.
+	quiet bool
 }
 
 func newHarness(t *testing.T, mods ...func(*harnessOpts)) *harness {
@@ -106,9 +110,11 @@ func newHarness(t *testing.T, mods ...func(*harnessOpts)) *harness {
 	h.idp = idp
 
 	h.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.mu.Lock()
-		h.seen = append(h.seen, upstreamRequest{Method: r.Method, URI: r.RequestURI, Header: r.Header.Clone()})
-		h.mu.Unlock()
+		if !o.quiet {
+			h.mu.Lock()
+			h.seen = append(h.seen, upstreamRequest{Method: r.Method, URI: r.RequestURI, Header: r.Header.Clone()})
+			h.mu.Unlock()
+		}
 		if o.upstream != nil {
 			o.upstream(w, r)
 			return
@@ -126,6 +132,9 @@ func newHarness(t *testing.T, mods ...func(*harnessOpts)) *harness {
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
 	log := zap.New(core)
+	if o.quiet {
+		log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	}
 	h.reg = prometheus.NewRegistry()
 	m := NewMetrics(h.reg)
 

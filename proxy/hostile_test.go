@@ -356,3 +356,16 @@ func TestRefusedUpgradeLeavesNoOpenTunnel(t *testing.T) {
 		t.Fatalf("follow-up request on the refused-upgrade connection: got %d %q, want 401", resp.StatusCode, b)
 	}
 }
+
+// FuzzSafeReturnPath: whatever it accepts stays on the proxy's origin.
+func FuzzSafeReturnPath(f *testing.F) {
+	for _, s := range []string{"/", "/a?b=c", "//evil", "/\\evil", "/%2F%2Fevil", "https:evil", "/\t/evil", "/\u3031evil"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rd string) {
+		got, ok := safeReturnPath(rd)
+		if ok && (got != rd || !localLocation(got)) {
+			t.Fatalf("safeReturnPath(%q) accepted %q", rd, got)
+		}
+	})
+}

@@ -35,7 +35,7 @@ func TestLoadRefreshStorm(t *testing.T) {
 		duration = d
 	}
 	const clients = 200
-	h := newHarness(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = true })
+	h := newHarness(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = true; o.quiet = true })
 
 	// Sessions made through the token endpoint: the first half now, the
 	// second half two minutes later, so only the first half will be due.
