@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -416,4 +417,15 @@ func (h *harness) sessionOf(c *http.Client) *session.Session {
 		h.t.Fatalf("browser has no session: %v", err)
 	}
 	return sess
+}
+
+// noLeaks fails t if goroutines started during it outlive it. Call it
+// before newHarness: cleanups run last-in first-out, so the check runs
+// after the harness has shut down.
+func noLeaks(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		goleak.VerifyNone(t, before)
+	})
 }

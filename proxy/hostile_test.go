@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
-	"go.uber.org/goleak"
 )
 
 // localLocation reports whether a Location header stays on the proxy's
@@ -256,9 +255,7 @@ func TestLoginWhileAuthServerFails(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			// Registered first, so it runs after the harness has shut down.
-			before := goleak.IgnoreCurrent()
-			t.Cleanup(func() { goleak.VerifyNone(t, before) })
+			noLeaks(t)
 			h := newHarness(t, func(o *harnessOpts) {
 				o.authCfg = func(c *AuthConfig) { c.Timeout = 300 * time.Millisecond }
 			})

@@ -208,6 +208,7 @@ func TestParseRule(t *testing.T) {
 
 func TestUpstreamFailures(t *testing.T) {
 	t.Run("down", func(t *testing.T) {
+		noLeaks(t)
 		h, c := signedIn(t)
 		h.upstream.Close()
 		resp, body := h.fetch(c, "/x")
@@ -219,6 +220,7 @@ func TestUpstreamFailures(t *testing.T) {
 		}
 	})
 	t.Run("slow", func(t *testing.T) {
+		noLeaks(t)
 		release := make(chan struct{})
 		h, c := signedIn(t, func(o *harnessOpts) {
 			o.cfg = func(c *Config) { c.UpstreamTimeout = 200 * time.Millisecond }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,8 +148,28 @@ func TestLoadHostileHeaders(t *testing.T) {
 			if !tt.ok && !errors.Is(err, ErrNoSession) {
 				t.Errorf("got %v, want ErrNoSession", err)
 			}
+			// Garbage costs bounded memory: never proportional copies of
+			// a 64 KiB header per request.
+			if !tt.ok {
+				if b := bytesPerLoad(s, r); b > 8<<10 {
+					t.Errorf("Load allocates %d bytes per call on this input, want at most 8 KiB", b)
+				}
+			}
 		})
 	}
+}
+
+// bytesPerLoad measures the heap bytes one Load of r allocates.
+func bytesPerLoad(s *Store, r *http.Request) uint64 {
+	const n = 50
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		s.Load(r)
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / n
 }
 
 func TestKeyRotation(t *testing.T) {
