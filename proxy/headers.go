@@ -78,6 +78,17 @@ func stripOwnCookies(h http.Header, own func(string) bool) {
 	if len(lines) == 0 {
 		return
 	}
+	if len(lines) == 1 { // the usual case: edit in place, no new slice
+		out, dropped := filterCookieLine(lines[0], own)
+		switch {
+		case !dropped:
+		case out == "":
+			delete(h, "Cookie")
+		default:
+			lines[0] = out
+		}
+		return
+	}
 	var kept []string
 	changed := false
 	for _, line := range lines {

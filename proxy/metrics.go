@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,25 @@ type Metrics struct {
 	// serviceExpiry is the service token's expiry (Unix ns; 0 = none),
 	// read by twc_auth_proxy_service_token_remaining_seconds at scrape time.
 	serviceExpiry atomic.Int64
+
+	// byCode caches the requests_total child of each status code, so the
+	// per-request path neither formats the code nor hashes label values.
+	byCode [600]atomic.Pointer[prometheus.Counter]
+}
+
+// request counts one answered request with status code.
+func (m *Metrics) request(code int) {
+	if code < 0 || code >= len(m.byCode) {
+		m.Requests.WithLabelValues(strconv.Itoa(code)).Inc()
+		return
+	}
+	c := m.byCode[code].Load()
+	if c == nil {
+		counter := m.Requests.WithLabelValues(strconv.Itoa(code))
+		c = &counter
+		m.byCode[code].Store(c)
+	}
+	(*c).Inc()
 }
 
 // NewMetrics registers the proxy's series with reg. Each proxy instance gets

@@ -56,7 +56,7 @@ func newRefresher(auth *AuthServer, now func() time.Time) *refresher {
 // refresh returns the session that replaces old. shared reports that the
 // result came from another request's refresh (in flight or remembered).
 func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Session) (sess *session.Session, outcome refreshOutcome, shared bool, err error) {
-	key := sha256.Sum256([]byte(old.RefreshToken))
+	key := refreshKey(old.RefreshToken)
 	if e, ok := r.lookup(key); ok {
 		return e.sess, e.outcome, true, e.err
 	}
@@ -82,6 +82,11 @@ func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Ses
 	})
 	e := v.(memoEntry)
 	return e.sess, e.outcome, !leader, e.err
+}
+
+// refreshKey identifies a refresh token in the memo without keeping it.
+func refreshKey(refreshToken string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(refreshToken))
 }
 
 func (r *refresher) lookup(key [sha256.Size]byte) (memoEntry, bool) {

@@ -128,7 +128,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 // finish counts and logs the request once it has been answered.
 func (s *Server) finish(w *recorder, r *http.Request) {
 	code := w.status()
-	s.m.Requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	s.m.request(code)
 	if !s.cfg.LogRequests {
 		return
 	}
@@ -156,6 +156,11 @@ type recorder struct {
 	id      string
 	user    string // sub of the session, when there is one
 	outcome string // what the proxy did: proxied, login, unauthenticated, ...
+
+	// Set by forward for Rewrite and ModifyResponse.
+	token         string // ID token for the Authorization header; "" for skip_auth
+	service       bool   // the token is the service account's: use its cookie jar
+	upstreamStart time.Time
 }
 
 func (w *recorder) WriteHeader(code int) {

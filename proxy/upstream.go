@@ -14,27 +14,19 @@ import (
 	"go.uber.org/zap"
 )
 
-// proxyState travels with a proxied request from ServeHTTP to Rewrite,
-// ModifyResponse and ErrorHandler.
-type proxyState struct {
-	token   string // ID token for the Authorization header; "" for skip_auth
-	service bool   // the token is the service account's: use its cookie jar
-	id      string // request id
-	start   time.Time
-	rec     *recorder
-}
-
+// proxyStateKey carries the request's *recorder from ServeHTTP to Rewrite,
+// ModifyResponse and ErrorHandler, which see only the request.
 type proxyStateKey struct{}
 
 // forward sends r upstream. token, when set, becomes the only Authorization
 // the upstream sees; service marks the service account's token.
 func (s *Server) forward(w *recorder, r *http.Request, token string, service bool) {
-	st := &proxyState{token: token, service: service, id: w.id, start: time.Now(), rec: w}
-	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, st)))
+	w.token, w.service, w.upstreamStart = token, service, time.Now()
+	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, w)))
 }
 
-func stateOf(r *http.Request) *proxyState {
-	st, _ := r.Context().Value(proxyStateKey{}).(*proxyState)
+func stateOf(r *http.Request) *recorder {
+	st, _ := r.Context().Value(proxyStateKey{}).(*recorder)
 	return st
 }
 
@@ -125,7 +117,7 @@ func (s *Server) trustedPeer(remoteAddr string) bool {
 // or clearing the proxy's own cookies.
 func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
-		s.m.UpstreamDuration.Observe(time.Since(st.start).Seconds())
+		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
 		if st.service {
 			s.cfg.ServiceAccount.keepCookies(res)
 			return nil
@@ -163,7 +155,7 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 	id := ""
 	if st := stateOf(r); st != nil {
 		id = st.id
-		st.rec.outcome = "upstream_" + kind
+		st.outcome = "upstream_" + kind
 	}
 	s.log.Warn("upstream request failed", zap.String("request_id", id), zap.String("kind", kind), zap.Error(err))
 	if kind == "canceled" {

@@ -92,6 +92,7 @@ type Store struct {
 	cookie     sessions.Options  // attributes of the session and chunk cookies
 	codecs     []securecookie.Codec
 	flowCodecs []securecookie.Codec
+	cache      *decodeCache
 }
 
 // NewStore validates opts, applies defaults and derives the cookie keys.
@@ -146,6 +147,7 @@ func NewStore(opts Options) (*Store, error) {
 		},
 		codecs:     newCodecs(pairs, maxAge),
 		flowCodecs: newCodecs(pairs, flowMaxAge),
+		cache:      newDecodeCache(time.Now),
 	}
 	s.chunkNames[0] = name
 	for k := 1; k < maxChunks; k++ {
@@ -205,12 +207,17 @@ func (s *Store) IsOwnCookie(name string) bool {
 }
 
 // Load returns the session the request carries. Every unusable cookie, and
-// the absence of one, is an error wrapping ErrNoSession.
+// the absence of one, is an error wrapping ErrNoSession. The session may be
+// shared with other requests carrying the same cookie (see decodeCache):
+// callers must not modify it.
 func (s *Store) Load(r *http.Request) (*Session, error) {
 	c := s.scan(r)
 	v, err := c.join()
 	if err != nil {
 		return nil, err
+	}
+	if sess, ok := s.cache.get(v); ok {
+		return sess, nil
 	}
 	var plain []byte
 	if err := securecookie.DecodeMulti(s.name, v, &plain, s.codecs...); err != nil {
@@ -220,6 +227,7 @@ func (s *Store) Load(r *http.Request) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: decode session: %v", ErrNoSession, err)
 	}
+	s.cache.put(v, sess)
 	return sess, nil
 }
 

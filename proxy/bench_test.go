@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// benchServer is a Server with discovered endpoints and an in-memory
+// upstream, so benchmarks measure the proxy's own work per request.
+type benchServer struct {
+	s      *Server
+	cookie string // Cookie header of a valid session
+}
+
+type cannedUpstream struct{}
+
+func (cannedUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	return &http.Response{
+		StatusCode:    http.StatusOK,
+		Header:        http.Header{"Content-Type": {"application/json"}},
+		Body:          io.NopCloser(strings.NewReader(`{"ok":true}`)),
+		ContentLength: 11,
+		Request:       r,
+	}, nil
+}
+
+func newBenchServer(b *testing.B, logRequests bool) *benchServer {
+	b.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	store, err := session.NewStore(session.Options{Secrets: [][]byte{key}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := NewMetrics(prometheus.NewRegistry())
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	auth := NewAuthServer(AuthConfig{IssuerURL: "http://idp.invalid/authentication", ClientID: "dashboard"}, nil, log, m)
+	ep, err := auth.newEndpoints(&discoveryDoc{Issuer: "http://idp.invalid/authentication", AuthURL: "http://idp.invalid/a", TokenURL: "http://idp.invalid/t", JWKSURL: "http://idp.invalid/j"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth.ep.Store(ep)
+	up, _ := url.Parse("http://127.0.0.1:8111")
+	cb, _ := url.Parse("http://127.0.0.1:4180/oauth2/callback")
+	s, err := New(Config{Upstream: up, RedirectURL: cb, RefreshMargin: 30 * time.Second, LogRequests: logRequests}, log, store, auth, m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.rp.Transport = cannedUpstream{}
+	// A realistic RS256 ID token (~900 bytes) and an opaque refresh token.
+	idToken := "eyJhbGciOiJSUzI1NiJ9." + strings.Repeat("x", 250) + "." + strings.Repeat("s", 342)
+	rec := httptest.NewRecorder()
+	sess := &session.Session{Subject: "alice", IDToken: idToken, RefreshToken: strings.Repeat("r", 64), Expiry: time.Now().Add(time.Hour), Created: time.Now()}
+	if err := store.Save(rec, httptest.NewRequest("GET", "/", nil), sess); err != nil {
+		b.Fatal(err)
+	}
+	var parts []string
+	for _, c := range rec.Result().Cookies() {
+		parts = append(parts, c.Name+"="+c.Value)
+	}
+	return &benchServer{s: s, cookie: strings.Join(parts, "; ")}
+}
+
+func (bs *benchServer) request() *http.Request {
+	r := httptest.NewRequest("GET", "http://127.0.0.1:4180/osmc/workspaces?x=1", nil)
+	r.Header.Set("Cookie", bs.cookie+"; twc-rest-session-id=abc")
+	r.Header.Set("Accept", "application/json")
+	r.Header.Set("User-Agent", "bench")
+	r.RemoteAddr = "127.0.0.1:50000"
+	return r
+}
+
+// discardWriter is a ResponseWriter that keeps nothing.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+
+// BenchmarkServeHTTP is the whole per-request path for a signed-in user:
+// routing, session check, header rewrite, ReverseProxy, metrics and the
+// log line, against an in-memory upstream.
+func BenchmarkServeHTTP(b *testing.B) {
+	for _, logOn := range []bool{true, false} {
+		name := map[bool]string{true: "log", false: "nolog"}[logOn]
+		b.Run(name, func(b *testing.B) {
+			bs := newBenchServer(b, logOn)
+			r := bs.request()
+			w := &discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				clear(w.h)
+				bs.s.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+// BenchmarkSessionCheck is cookie decode plus the session check of a
+// valid, not-yet-due session.
+func BenchmarkSessionCheck(b *testing.B) {
+	bs := newBenchServer(b, false)
+	r := bs.request()
+	w := &recorder{ResponseWriter: &discardWriter{h: http.Header{}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := bs.s.requireSession(w, r, true); !ok {
+			b.Fatal("no session")
+		}
+	}
+}
+
+// BenchmarkRewrite is the upstream header rewrite (the trust boundary).
+func BenchmarkRewrite(b *testing.B) {
+	bs := newBenchServer(b, false)
+	in := bs.request()
+	in.Header.Set("X-Forwarded-For", "6.6.6.6")
+	st := &recorder{token: strings.Repeat("t", 900), id: "abc"}
+	in = in.WithContext(contextWithState(in, st))
+	b.ReportAllocs()
+	for b.Loop() {
+		out := in.Clone(in.Context())
+		bs.s.rewrite(&httputil.ProxyRequest{In: in, Out: out})
+	}
+}
+
+// BenchmarkRefreshFastPath is a refresh answered from the memo (the
+// requests that arrive just after another one refreshed the session).
+func BenchmarkRefreshFastPath(b *testing.B) {
+	bs := newBenchServer(b, false)
+	old := &session.Session{Subject: "alice", RefreshToken: strings.Repeat("r", 64)}
+	r := newRefresher(bs.s.auth, time.Now)
+	key := refreshKey(old.RefreshToken)
+	r.store(key, memoEntry{sess: old, until: time.Now().Add(time.Hour)})
+	ep := bs.s.auth.endpoints()
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, outcome, _, _ := r.refresh(ctx, ep, old); outcome != refreshOK {
+			b.Fatal("memo miss")
+		}
+	}
+}
+
+func contextWithState(r *http.Request, st *recorder) context.Context {
+	return context.WithValue(r.Context(), proxyStateKey{}, st)
+}
+
+// BenchmarkBareReverseProxy is the floor: a ReverseProxy that only sets
+// the Token header, against the same in-memory upstream.
+func BenchmarkBareReverseProxy(b *testing.B) {
+	up, _ := url.Parse("http://127.0.0.1:8111")
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.Out.Header.Set("Authorization", "Token x")
+		},
+		Transport:  cannedUpstream{},
+		BufferPool: newBufferPool(),
+	}
+	bs := newBenchServer(b, false)
+	r := bs.request()
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		rp.ServeHTTP(w, r)
+	}
+}
