@@ -1,0 +1,280 @@
+{{/*
+Every template here reads only .Values and .Release (and .Chart when it is
+there), so another chart can include the sidecar with
+  (dict "Values" .Values.twcAuthProxy "Release" .Release)
+and get the same names and checksums as this chart's ConfigMap and Secret.
+*/}}
+
+{{- define "twc-auth-proxy.name" -}}
+{{- default "twc-auth-proxy" .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "twc-auth-proxy.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "twc-auth-proxy.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "twc-auth-proxy.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "twc-auth-proxy.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "twc-auth-proxy.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "twc-auth-proxy.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "twc-auth-proxy.image" -}}
+{{- $tag := .Values.image.tag -}}
+{{- if and (not $tag) .Chart -}}
+{{- $tag = .Chart.AppVersion -}}
+{{- end -}}
+{{- printf "%s:%s" .Values.image.repository (required "image.tag is required when the twc-auth-proxy templates are included from another chart" $tag) -}}
+{{- end -}}
+
+{{/* Where the container finds its config and its secrets. */}}
+{{- define "twc-auth-proxy.configDir" -}}/etc/twc-auth-proxy{{- end -}}
+{{- define "twc-auth-proxy.secretDir" -}}/var/run/secrets/twc-auth-proxy{{- end -}}
+
+{{- define "twc-auth-proxy.secretName" -}}
+{{- default (include "twc-auth-proxy.fullname" .) .Values.existingSecret -}}
+{{- end -}}
+
+{{- define "twc-auth-proxy.upstream" -}}
+{{- if .Values.upstream.url -}}
+{{- .Values.upstream.url -}}
+{{- else -}}
+{{- printf "http://127.0.0.1:%d" (int .Values.upstream.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+twc-auth-proxy.config is config.yaml. Values go through toJson: JSON
+scalars are YAML, so regexes and URLs need no further quoting. Secrets are
+never in it: the *_file keys name files of the mounted Secret.
+*/}}
+{{- define "twc-auth-proxy.config" -}}
+{{- $v := .Values -}}
+{{- $secretDir := include "twc-auth-proxy.secretDir" . -}}
+{{- if not (has $v.mode (list "deployment" "sidecar")) -}}
+{{- fail (printf "mode must be deployment or sidecar, not %q" $v.mode) -}}
+{{- end -}}
+{{- if and $v.auth.caBundle $v.auth.caFile -}}
+{{- fail "auth.caBundle and auth.caFile: set one, not both" -}}
+{{- end -}}
+listen: {{ printf ":%d" (int $v.listenPort) | toJson }}
+metrics_listen: {{ printf ":%d" (int $v.metricsPort) | toJson }}
+upstream: {{ include "twc-auth-proxy.upstream" . | toJson }}
+redirect_url: {{ required "redirectUrl is required: the callback URL as browsers see it, e.g. https://dash.example.com/oauth2/callback" $v.redirectUrl | toJson }}
+upstream_timeout: {{ $v.upstreamTimeout | toJson }}
+shutdown_timeout: {{ printf "%ds" (int $v.shutdownTimeoutSeconds) | toJson }}
+skip_auth: {{ $v.skipAuth | default list | toJson }}
+trusted_proxies: {{ $v.trustedProxies | default list | toJson }}
+auth:
+  issuer_url: {{ required "auth.issuerUrl is required, e.g. https://twc.example.com:8443/authentication" $v.auth.issuerUrl | toJson }}
+  {{- with $v.auth.discoveryUrl }}
+  discovery_url: {{ . | toJson }}
+  {{- end }}
+  client_id: {{ required "auth.clientId is required" $v.auth.clientId | toJson }}
+  client_secret_file: {{ printf "%s/%s" $secretDir $v.secretKeys.clientSecret | toJson }}
+  client_auth: {{ $v.auth.clientAuth | toJson }}
+  scopes: {{ $v.auth.scopes | default list | toJson }}
+  refresh_margin: {{ $v.auth.refreshMargin | toJson }}
+  require_nonce: {{ $v.auth.requireNonce | toJson }}
+  timeout: {{ $v.auth.timeout | toJson }}
+  {{- with $v.auth.postLogoutRedirectUrl }}
+  post_logout_redirect_url: {{ . | toJson }}
+  {{- end }}
+  {{- if $v.auth.caBundle }}
+  ca_file: {{ printf "%s/ca.crt" (include "twc-auth-proxy.configDir" .) | toJson }}
+  {{- else if $v.auth.caFile }}
+  ca_file: {{ $v.auth.caFile | toJson }}
+  {{- end }}
+  insecure_skip_verify: {{ $v.auth.insecureSkipVerify | toJson }}
+session:
+  cookie_name: {{ $v.session.cookieName | toJson }}
+  cookie_secure: {{ $v.session.cookieSecure | toJson }}
+  {{- with $v.session.cookieDomain }}
+  cookie_domain: {{ . | toJson }}
+  {{- end }}
+  secret_file: {{ printf "%s/%s" $secretDir $v.secretKeys.sessionSecret | toJson }}
+  lifetime: {{ $v.session.lifetime | toJson }}
+log:
+  format: {{ $v.log.format | toJson }}
+  level: {{ $v.log.level | toJson }}
+  requests: {{ $v.log.requests | toJson }}
+service_account:
+  enabled: {{ $v.serviceAccount.enabled | toJson }}
+  {{- if $v.serviceAccount.enabled }}
+  username: {{ required "serviceAccount.username is required with serviceAccount.enabled" $v.serviceAccount.username | toJson }}
+  password_file: {{ printf "%s/%s" $secretDir $v.secretKeys.servicePassword | toJson }}
+  {{- with $v.serviceAccount.clientId }}
+  client_id: {{ . | toJson }}
+  {{- end }}
+  routes: {{ $v.serviceAccount.routes | default list | toJson }}
+  {{- end }}
+api_tokens:
+  enabled: {{ $v.apiTokens.enabled | toJson }}
+  audiences: {{ $v.apiTokens.audiences | default list | toJson }}
+{{ end -}}
+
+{{/* twc-auth-proxy.configData is the ConfigMap's data. */}}
+{{- define "twc-auth-proxy.configData" -}}
+config.yaml: |
+{{ include "twc-auth-proxy.config" . | trim | indent 2 }}
+{{- with .Values.auth.caBundle }}
+ca.crt: |
+{{ . | trim | indent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+twc-auth-proxy.secretData is the data of the Secret the chart creates, empty
+with existingSecret. The session secret must be given one way or the other.
+*/}}
+{{- define "twc-auth-proxy.secretData" -}}
+{{- $v := .Values -}}
+{{- if not $v.existingSecret -}}
+{{- $session := required "session.secret is required: set session.secret to base64 of 32 random bytes (openssl rand -base64 32), or existingSecret to a Secret holding it under secretKeys.sessionSecret" $v.session.secret -}}
+{{- if kindIs "slice" $session -}}
+{{- $session = join "\n" $session -}}
+{{- end -}}
+{{ $v.secretKeys.clientSecret }}: {{ required "auth.clientSecret is required (TWC's authentication.client.secret), or set existingSecret" $v.auth.clientSecret | b64enc }}
+{{ $v.secretKeys.sessionSecret }}: {{ $session | b64enc }}
+{{- if $v.serviceAccount.enabled }}
+{{ $v.secretKeys.servicePassword }}: {{ required "serviceAccount.password is required with serviceAccount.enabled, or set existingSecret" $v.serviceAccount.password | b64enc }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{- define "twc-auth-proxy.preStopSleepSeconds" -}}
+{{- int (default 0 .Values.preStopSleepSeconds) -}}
+{{- end -}}
+
+{{/*
+twc-auth-proxy.terminationGracePeriodSeconds: longer than the preStop sleep
+plus shutdown_timeout, so the kubelet never kills a draining proxy.
+*/}}
+{{- define "twc-auth-proxy.terminationGracePeriodSeconds" -}}
+{{- $need := add (int .Values.shutdownTimeoutSeconds) (int (include "twc-auth-proxy.preStopSleepSeconds" .)) -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add $need 5 -}}
+{{- else if le (int .Values.terminationGracePeriodSeconds) $need -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed shutdownTimeoutSeconds + preStopSleepSeconds (%d)" (int .Values.terminationGracePeriodSeconds) $need) -}}
+{{- else -}}
+{{- int .Values.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+twc-auth-proxy.podAnnotations: checksums of the config and the secret, so
+that a change rolls the pods, and the prometheus.io scrape annotations.
+With existingSecret the checksum covers its name and keys, not its content
+(the chart cannot see it): restart the pods after changing it.
+*/}}
+{{- define "twc-auth-proxy.podAnnotations" -}}
+checksum/twc-auth-proxy-config: {{ include "twc-auth-proxy.configData" . | sha256sum }}
+{{- if .Values.existingSecret }}
+checksum/twc-auth-proxy-secret: {{ printf "%s %s" .Values.existingSecret (toJson .Values.secretKeys) | sha256sum }}
+{{- else }}
+checksum/twc-auth-proxy-secret: {{ include "twc-auth-proxy.secretData" . | sha256sum }}
+{{- end }}
+{{- if .Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metricsPort | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end -}}
+
+{{/* twc-auth-proxy.volumes: the pod volumes the sidecar mounts. */}}
+{{- define "twc-auth-proxy.volumes" -}}
+- name: twc-auth-proxy-config
+  configMap:
+    name: {{ include "twc-auth-proxy.fullname" . }}
+# 0444: the files belong to root and the proxy runs as 65532; only the
+# proxy's container mounts them.
+- name: twc-auth-proxy-secrets
+  secret:
+    secretName: {{ include "twc-auth-proxy.secretName" . }}
+    defaultMode: 0444
+{{- end -}}
+
+{{/*
+twc-auth-proxy.sidecar: the proxy's container, as one item of a containers
+list. Include it with nindent under `containers:`.
+*/}}
+{{- define "twc-auth-proxy.sidecar" -}}
+{{- $v := .Values -}}
+{{- $preStop := int (include "twc-auth-proxy.preStopSleepSeconds" .) -}}
+- name: twc-auth-proxy
+  image: {{ include "twc-auth-proxy.image" . | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  args: ["--config", "{{ include "twc-auth-proxy.configDir" . }}/config.yaml"]
+  ports:
+    - name: proxy
+      containerPort: {{ int $v.listenPort }}
+      protocol: TCP
+    - name: proxy-metrics
+      containerPort: {{ int $v.metricsPort }}
+      protocol: TCP
+  {{- if or (and $v.resources $v.resources.limits $v.resources.limits.memory) $v.extraEnv }}
+  env:
+    {{- if and $v.resources $v.resources.limits $v.resources.limits.memory }}
+    # Lets the Go runtime collect before the container's memory limit.
+    - name: GOMEMLIMIT
+      valueFrom:
+        resourceFieldRef:
+          containerName: twc-auth-proxy
+          resource: limits.memory
+    {{- end }}
+    {{- with $v.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+  {{- with $v.extraEnvFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: proxy-metrics
+    {{- toYaml $v.probes.liveness | nindent 4 }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: proxy-metrics
+    {{- toYaml $v.probes.readiness | nindent 4 }}
+  {{- if gt $preStop 0 }}
+  lifecycle:
+    preStop:
+      sleep:
+        seconds: {{ $preStop }}
+  {{- end }}
+  {{- with $v.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: twc-auth-proxy-config
+      mountPath: {{ include "twc-auth-proxy.configDir" . }}
+      readOnly: true
+    - name: twc-auth-proxy-secrets
+      mountPath: {{ include "twc-auth-proxy.secretDir" . }}
+      readOnly: true
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end -}}
