@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,34 @@ func BenchmarkBareReverseProxy(b *testing.B) {
 	for b.Loop() {
 		clear(w.h)
 		rp.ServeHTTP(w, r)
+	}
+}
+
+// BenchmarkLogLine is the per-request log line written to a file, as
+// stderr to a container runtime is: unbuffered (a write per line) and
+// through zap's BufferedWriteSyncer (what the binary uses).
+func BenchmarkLogLine(b *testing.B) {
+	for _, buffered := range []bool{false, true} {
+		b.Run(map[bool]string{false: "unbuffered", true: "buffered"}[buffered], func(b *testing.B) {
+			f, err := os.CreateTemp(b.TempDir(), "log")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			var ws zapcore.WriteSyncer = zapcore.Lock(f)
+			if buffered {
+				bw := &zapcore.BufferedWriteSyncer{WS: f, Size: 256 << 10, FlushInterval: time.Second}
+				defer bw.Stop()
+				ws = bw
+			}
+			log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), ws, zap.InfoLevel))
+			s := &Server{cfg: Config{LogRequests: true}, log: log, m: NewMetrics(prometheus.NewRegistry())}
+			r := httptest.NewRequest("GET", "/osmc/workspaces", nil)
+			w := &recorder{id: "k3j2h4", user: "alice", outcome: "proxied", start: time.Now(), code: 200}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.finish(w, r)
+			}
+		})
 	}
 }

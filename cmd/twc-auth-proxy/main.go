@@ -72,11 +72,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "config OK")
 		return nil
 	}
-	log, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
+	// One log line per request is written through a buffer flushed every
+	// second (and on exit): a write(2) per line would double its cost.
+	out := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 256 << 10, FlushInterval: time.Second}
+	defer out.Stop()
+	log, err := newLogger(cfg.logFormat, cfg.logLevel, out)
 	if err != nil {
 		return err
 	}
-	defer log.Sync()
 
 	a, err := newApp(cfg, log, prometheus.NewRegistry())
 	if err != nil {
@@ -232,6 +235,10 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 	} else {
 		enc = zapcore.NewJSONEncoder(ec)
 	}
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
+	ws := zapcore.AddSync(w)
+	if _, safe := w.(*zapcore.BufferedWriteSyncer); !safe {
+		ws = zapcore.Lock(ws)
+	}
+	core := zapcore.NewCore(enc, ws, lvl)
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
 }
