@@ -1,9 +1,11 @@
 package session
 
 import (
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -21,12 +23,28 @@ import (
 //	expiry        int64 big-endian unix seconds
 //	created       int64 big-endian unix seconds
 //
+// Version 3, written since: the same, but each token is a tagged field:
+//
+//	tag 0 (raw)   uvarint length, bytes
+//	tag 1 (JWS)   header, payload, signature: each uvarint length, the
+//	              base64url-decoded bytes
+//
+// A compact JWS (the ID token, and TWC's refresh token if it is one) is
+// stored decoded, which saves a quarter of its bytes; after securecookie's
+// double base64 that is about 230 bytes less Cookie header for a TWC ID
+// token on every request. Version 1 is still read.
+//
 // Decoding is strict, so every accepted input has exactly one encoding:
-// lengths must be minimal uvarints, no field may exceed maxField and nothing
-// may follow the last field.
+// lengths must be minimal uvarints, no field may exceed maxField, a raw
+// token must not be one that tag 1 would store, and nothing may follow the
+// last field.
 const (
-	sessionVersion = 1
+	sessionV1      = 1
 	flowVersion    = 2 // see flow.go; distinct so one layout never parses as the other
+	sessionVersion = 3
+
+	tokenRaw = 0
+	tokenJWS = 1
 
 	// maxField bounds each string. A 9 KB ID token is already unusually
 	// large, and anything past 16 KiB would not fit in maxChunks cookies.
@@ -49,8 +67,8 @@ func encodeSession(dst []byte, s *Session) ([]byte, error) {
 	}
 	dst = append(dst, sessionVersion)
 	dst = appendString(dst, s.Subject)
-	dst = appendString(dst, s.IDToken)
-	dst = appendString(dst, s.RefreshToken)
+	dst = appendToken(dst, s.IDToken)
+	dst = appendToken(dst, s.RefreshToken)
 	dst = appendTime(dst, s.Expiry)
 	dst = appendTime(dst, s.Created)
 	return dst, nil
@@ -59,19 +77,23 @@ func encodeSession(dst []byte, s *Session) ([]byte, error) {
 // encodedSessionLen is an upper bound of len(encodeSession(nil, s)), so that
 // Save allocates the plaintext once.
 func encodedSessionLen(s *Session) int {
-	return 1 + 3*binary.MaxVarintLen64 + len(s.Subject) + len(s.IDToken) + len(s.RefreshToken) + 2*8
+	return 1 + 2 + 7*binary.MaxVarintLen64 + len(s.Subject) + len(s.IDToken) + len(s.RefreshToken) + 2*8
 }
 
 // decodeSession parses the output of encodeSession.
 func decodeSession(b []byte) (*Session, error) {
-	if len(b) == 0 || b[0] != sessionVersion {
+	if len(b) == 0 || b[0] != sessionVersion && b[0] != sessionV1 {
 		return nil, errVersion
 	}
 	d := decoder{buf: string(b[1:])}
+	token := d.token
+	if b[0] == sessionV1 {
+		token = d.string
+	}
 	s := &Session{
 		Subject:      d.string(),
-		IDToken:      d.string(),
-		RefreshToken: d.string(),
+		IDToken:      token(),
+		RefreshToken: token(),
 		Expiry:       d.time(),
 		Created:      d.time(),
 	}
@@ -96,6 +118,40 @@ func checkFields(fields ...string) error {
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
+}
+
+// jwsSegments returns the decoded segments of a compact JWS, and false when
+// tok is not one that re-encodes to exactly the same string.
+func jwsSegments(tok string) (seg [3][]byte, ok bool) {
+	parts := strings.SplitN(tok, ".", 4)
+	if len(parts) != 3 {
+		return seg, false
+	}
+	for i, p := range parts {
+		b, err := b64.DecodeString(p)
+		// The decoder skips \r and \n; a segment holding them would not
+		// come back byte for byte.
+		if err != nil || b64.EncodedLen(len(b)) != len(p) {
+			return seg, false
+		}
+		seg[i] = b
+	}
+	return seg, true
+}
+
+// b64 is strict so that every segment has one encoding.
+var b64 = base64.RawURLEncoding.Strict()
+
+func appendToken(dst []byte, tok string) []byte {
+	seg, ok := jwsSegments(tok)
+	if !ok {
+		return appendString(append(dst, tokenRaw), tok)
+	}
+	dst = append(dst, tokenJWS)
+	for _, b := range seg {
+		dst = appendString(dst, string(b))
+	}
+	return dst
 }
 
 func appendTime(dst []byte, t time.Time) []byte {
@@ -133,6 +189,47 @@ func (d *decoder) string() string {
 	start := d.off + w
 	d.off = start + int(n)
 	return d.buf[start:d.off]
+}
+
+// token reads a tagged token field (version 3).
+func (d *decoder) token() string {
+	if d.err != nil {
+		return ""
+	}
+	if d.off >= len(d.buf) {
+		d.err = errTruncated
+		return ""
+	}
+	tag := d.buf[d.off]
+	d.off++
+	switch tag {
+	case tokenRaw:
+		s := d.string()
+		if _, ok := jwsSegments(s); ok && d.err == nil {
+			d.err = errNonMinimal // tag 1 would have stored it
+		}
+		return s
+	case tokenJWS:
+		h, p, sig := d.string(), d.string(), d.string()
+		if d.err != nil {
+			return ""
+		}
+		n := b64.EncodedLen(len(h)) + b64.EncodedLen(len(p)) + b64.EncodedLen(len(sig)) + 2
+		if n > maxField {
+			d.err = errFieldLimit
+			return ""
+		}
+		out := make([]byte, 0, n)
+		out = b64.AppendEncode(out, []byte(h))
+		out = append(out, '.')
+		out = b64.AppendEncode(out, []byte(p))
+		out = append(out, '.')
+		out = b64.AppendEncode(out, []byte(sig))
+		return string(out)
+	default:
+		d.err = errVersion
+		return ""
+	}
 }
 
 func (d *decoder) time() time.Time {

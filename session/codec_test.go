@@ -125,6 +125,7 @@ func FuzzDecodeSession(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{sessionVersion, 0x80, 0x00})
+	f.Add(encodeV1(testSession(100)))
 	f.Add([]byte{flowVersion})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if s, err := decodeSession(data); err == nil {
@@ -132,8 +133,13 @@ func FuzzDecodeSession(f *testing.F) {
 			if err != nil {
 				t.Fatalf("re-encode: %v", err)
 			}
-			if !bytes.Equal(again, data) {
+			// The current version has one encoding per session; version 1
+			// (still read) re-encodes as the current one, to the same session.
+			if data[0] == sessionVersion && !bytes.Equal(again, data) {
 				t.Fatalf("re-encoded %x, want %x", again, data)
+			}
+			if back, err := decodeSession(again); err != nil || *back != *s {
+				t.Fatalf("round trip of a decoded session: %+v, %v; want %+v", back, err, s)
 			}
 		}
 		if fl, err := decodeFlow(data); err == nil {
@@ -172,4 +178,45 @@ func FuzzDecodeSession(f *testing.F) {
 			t.Fatalf("got %+v, want %+v", out, in)
 		}
 	})
+}
+
+// encodeV1 writes the version 1 layout, which cookies sealed by earlier
+// releases carry.
+func encodeV1(s *Session) []byte {
+	b := []byte{sessionV1}
+	b = appendString(b, s.Subject)
+	b = appendString(b, s.IDToken)
+	b = appendString(b, s.RefreshToken)
+	b = appendTime(b, s.Expiry)
+	return appendTime(b, s.Created)
+}
+
+func TestDecodeVersion1(t *testing.T) {
+	want := testSession(900)
+	got, err := decodeSession(encodeV1(want))
+	if err != nil || *got != *want {
+		t.Fatalf("got %+v, %v; want %+v", got, err, want)
+	}
+}
+
+func TestJWSTokensAreStoredDecoded(t *testing.T) {
+	sess := testSession(900)
+	b, err := encodeSession(nil, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1 := encodeV1(sess); len(b) > len(v1)-200 {
+		t.Errorf("encoded %d bytes, want at least 200 fewer than version 1's %d", len(b), len(v1))
+	}
+	for _, tok := range []string{"a.b.c", "not a jws", "x.y", "eyJhbGciOiJub25lIn0.e30.", "YQ.YQ.YR", "a.b.c.d", ""} {
+		in := &Session{Subject: "s", IDToken: tok, RefreshToken: tok}
+		b, err := encodeSession(nil, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := decodeSession(b)
+		if err != nil || *out != *in {
+			t.Errorf("token %q: got %+v, %v", tok, out, err)
+		}
+	}
 }

@@ -142,9 +142,10 @@ func TestSaveExpiresStaleChunks(t *testing.T) {
 		wantChunks int // after the first save
 		wantGone   []string
 	}{
-		{"3 chunks to 1", 5000, 900, 3, []string{"_twc_session_1", "_twc_session_2"}},
-		{"5 chunks to 3", 9000, 5000, 5, []string{"_twc_session_3", "_twc_session_4"}},
-		{"3 chunks to 3", 5000, 5000, 3, nil},
+		// Sizes of a JWS token, which is stored base64-decoded.
+		{"3 chunks to 1", 6600, 900, 3, []string{"_twc_session_1", "_twc_session_2"}},
+		{"5 chunks to 3", 12000, 6600, 5, []string{"_twc_session_3", "_twc_session_4"}},
+		{"3 chunks to 3", 6600, 6600, 3, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
