@@ -1,8 +1,10 @@
 // Command proxybench is the end-to-end performance benchmark of
 // twc-auth-proxy, on loopback only and bounded in time. It starts a fast
 // upstream, a bare httputil.ReverseProxy that only sets "Authorization:
-// Token x" (the physical limit), and our proxy (its real binary) holding a
-// session made by a real login against the fake TWC auth server, each in
+// Token x" (the physical limit), the same bare proxy fed and forwarding the
+// bytes ours is (session cookie in; token of the ID token's length,
+// X-Forwarded-*, X-Request-Id out), and our proxy (its real binary) holding
+// a session made by a real login against the fake TWC auth server, each in
 // its own process; drives the same load through each, interleaved in
 // rounds; and prints a Markdown table with requests/s, p50, p99, CPU per
 // request and peak RSS of each proxy process, ratios taken within rounds,
@@ -79,7 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.stormClients, "storm-clients", 200, "clients (one session each) of the refresh storm; 0 skips it")
 	fs.IntVar(&o.idleConns, "idle-conns", 1000, "idle keep-alive connections for the memory-per-connection figure; 0 skips it")
 	fs.BoolVar(&o.logOff, "log-off-row", true, "also measure our proxy with log.requests: false")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles (bare.pprof, ours.pprof) to this directory; ours then runs in-process wiring of the proxy package instead of the binary")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles (bare.pprof, bare-same-bytes.pprof, ours.pprof) to this directory; ours then runs in-process wiring of the proxy package instead of the binary")
 	fs.StringVar(&o.bin, "bin", "", "twc-auth-proxy binary to measure (default: go build ./cmd/twc-auth-proxy)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard limit on the whole run")
 	if err := fs.Parse(args); err != nil {
@@ -154,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	per := o.warmup + o.duration
-	targets := 2
+	targets := 3
 	if o.logOff {
 		targets++
 	}

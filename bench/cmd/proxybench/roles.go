@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -50,6 +51,7 @@ func runChild(ctx context.Context, role string, args []string) error {
 	issuer := fs.String("issuer", "", "auth server issuer URL (inproc)")
 	clientID := fs.String("client-id", "", "client id (inproc)")
 	logRequests := fs.Bool("log-requests", true, "one log line per request (inproc)")
+	tokenLen := fs.Int("token-len", 0, "bare: the same-bytes variant, forwarding a token of this many bytes (0: \"Token x\" only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,7 +72,7 @@ func runChild(ctx context.Context, role string, args []string) error {
 	case "upstream":
 		h = http.HandlerFunc(serveUpstream)
 	case "bare":
-		h, err = bareProxy(*upstream)
+		h, err = bareProxy(*upstream, *tokenLen)
 	case "inproc":
 		h, flushLogs, err = inprocProxy(ctx, inprocConfig{
 			listen: ln.Addr().String(), upstream: *upstream, issuer: *issuer,
@@ -132,12 +134,22 @@ func serveUpstream(w http.ResponseWriter, r *http.Request) {
 // header, with the upstream transport tuned as a production proxy must be
 // (the defaults' 2 idle connections per host and a fresh 32 KiB copy buffer
 // per request roughly halve throughput).
-func bareProxy(upstream string) (http.Handler, error) {
+//
+// With tokenLen > 0 it is the same-bytes variant: it gets the session
+// Cookie header our proxy gets and handles the bytes our proxy handles, with
+// none of its logic. It drops the Cookie header, forwards "Authorization:
+// Token " and a fixed random string of tokenLen bytes (the real ID token's
+// length, joined per request as ours does), X-Forwarded-For/Host/Proto, and
+// a short random X-Request-Id, which it also sets on the response.
+func bareProxy(upstream string, tokenLen int) (http.Handler, error) {
 	u, err := url.Parse(upstream)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("bare: bad -upstream %q", upstream)
 	}
-	return &httputil.ReverseProxy{
+	if tokenLen < 0 || tokenLen > 64<<10 {
+		return nil, fmt.Errorf("bare: bad -token-len %d", tokenLen)
+	}
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.Out.Header.Set("Authorization", "Token x")
@@ -150,7 +162,24 @@ func bareProxy(upstream string) (http.Handler, error) {
 			IdleConnTimeout:     90 * time.Second,
 		},
 		BufferPool: &bufferPool{},
-	}, nil
+	}
+	if tokenLen == 0 {
+		return rp, nil
+	}
+	token := randomB64(tokenLen)[:tokenLen]
+	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		pr.SetURL(u)
+		h := pr.Out.Header
+		delete(h, "Cookie")
+		pr.SetXForwarded()
+		h.Set("Authorization", "Token "+token)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := strconv.FormatUint(rand.Uint64(), 36)
+		w.Header().Set("X-Request-Id", id)
+		r.Header.Set("X-Request-Id", id) // Out's header is a clone of this: upstream gets it
+		rp.ServeHTTP(w, r)
+	}), nil
 }
 
 // bufferPool is httputil.BufferPool over a sync.Pool of 32 KiB buffers.

@@ -6,12 +6,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"time"
 )
 
 // Targets of the throughput runs, in this order in every results row.
 const (
 	tBare = iota
+	tSame // bare, fed and forwarding the bytes ours is (bareProxy's -token-len)
 	tOurs
 	tQuiet // ours with log.requests: false
 )
@@ -38,8 +40,9 @@ type procPeak struct {
 	ours bool  // the RSS target applies
 }
 
-// throughput starts the upstream, the bare proxy and ours (with and without
-// request logs), signs in once, and runs the rounds: for every round and
+// throughput starts the upstream, the bare proxy, ours (with and without
+// request logs) and, once a login has told the ID token's length, the bare
+// proxy's same-bytes variant, and runs the rounds: for every round and
 // every -conns value, each target once (see round).
 func (b *bench) throughput(ctx context.Context) (*results, error) {
 	up, upAddr, err := b.child(ctx, "upstream", nil, "upstream")
@@ -53,11 +56,12 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 	}
 	defer rm.idp.Close()
 
-	var bareArgs []string
+	var bareArgs, sameArgs []string
 	oursCfg := oursConfig{realm: rm, upstream: res.upstream, margin: 30 * time.Second, logRequests: true}
 	oursLabel := "twc-auth-proxy"
 	if b.o.cpuprofile != "" {
 		bareArgs = []string{"-cpuprofile", filepath.Join(b.o.cpuprofile, "bare.pprof")}
+		sameArgs = []string{"-cpuprofile", filepath.Join(b.o.cpuprofile, "bare-same-bytes.pprof")}
 		oursCfg.profile = filepath.Join(b.o.cpuprofile, "ours.pprof")
 		oursLabel = "twc-auth-proxy (in-process wiring, profiled)"
 	}
@@ -76,16 +80,24 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 	}
 	cookie := cookieHeader(cookies)
 	res.cookie = len(cookie)
-	if sess, err := rm.open(cookies); err == nil {
-		res.idToken = len(sess.IDToken)
+	sess, err := rm.open(cookies)
+	if err != nil {
+		return nil, fmt.Errorf("reading the session cookie: %w", err)
+	}
+	res.idToken = len(sess.IDToken)
+	same, sameAddr, err := b.child(ctx, "bare-same-bytes", nil, "bare",
+		append([]string{"-upstream", res.upstream, "-token-len", strconv.Itoa(res.idToken)}, sameArgs...)...)
+	if err != nil {
+		return nil, err
 	}
 	const path = "/api/bench"
 	targets := []loadTarget{
 		{name: "bare", addr: bareAddr, req: getRequest(bareAddr, path, ""), pid: bare.pid()},
+		{name: "bare-bytes", addr: sameAddr, req: getRequest(sameAddr, path, cookie), pid: same.pid()},
 		{name: "ours", addr: oursAddr, req: getRequest(oursAddr, path, cookie), pid: ours.pid()},
 	}
-	res.labels = []string{"bare ReverseProxy", oursLabel}
-	procs := []*proc{bare, ours}
+	res.labels = []string{"bare ReverseProxy", "bare ReverseProxy, same bytes", oursLabel}
+	procs := []*proc{bare, same, ours}
 	if b.o.logOff {
 		quietCfg := oursCfg
 		quietCfg.logRequests, quietCfg.profile = false, ""
@@ -125,7 +137,7 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 		if err != nil {
 			return nil, err
 		}
-		res.peaks = append(res.peaks, procPeak{name: res.labels[i], peak: peak, ours: i != tBare})
+		res.peaks = append(res.peaks, procPeak{name: res.labels[i], peak: peak, ours: i >= tOurs})
 	}
 	if _, peak, err := memory(up.pid()); err == nil {
 		res.peaks = append(res.peaks, procPeak{name: "upstream (context)", peak: peak})
