@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 	"github.com/twc-auth-proxy/twc-auth-proxy/proxy"
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
@@ -247,47 +245,7 @@ func startBrowserStack(t *testing.T) *browserStack {
 			MaxAge:     time.Hour,
 		},
 	}
-	logs := &syncBuffer{}
-	log, err := newLogger("console", "debug", logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.serve(ctx, proxyLn, metricsLn) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("proxy: serve returned %v, want nil", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("proxy did not stop within 10s")
-		}
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs)
-		}
-	})
-
-	ready := "http://" + metricsLn.Addr().String() + "/readyz"
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get(ready)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy not ready within 10s (last: %v); log:\n%s", err, logs)
-		}
-	}
+	serveApp(t, cfg, proxyLn, metricsLn, "console", "debug")
 	return &browserStack{base: base, issuer: idp.Issuer()}
 }
 

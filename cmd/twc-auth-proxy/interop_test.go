@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The example OpenID provider of github.com/zitadel/oidc v3.52.0
@@ -407,45 +406,8 @@ log:
 	if err != nil {
 		t.Fatalf("loadConfig: %v", err)
 	}
-	logs := &syncBuffer{}
-	log, err := newLogger(cfg.logFormat, cfg.logLevel, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatalf("newApp: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.serve(ctx, ln, metricsLn) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("serve did not return within 10s of cancellation")
-		}
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs)
-		}
-	})
-
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get(p.metrics + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("proxy not ready (discovery against the provider) within 10s")
-		}
-	}
+	serveApp(t, cfg, ln, metricsLn, cfg.logFormat, cfg.logLevel)
+	return p
 }
 
 // metric returns the value of one series from /metrics, 0 when absent.
