@@ -119,7 +119,19 @@ func TestServiceAccountRefreshesBeforeExpiry(t *testing.T) {
 }
 
 func TestServiceAccountBadCredentials(t *testing.T) {
-	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Password = "wrong-secret-pw" }))
+	t.Run("wrong password", func(t *testing.T) {
+		testServiceAccountRefused(t, newHarness(t, withService(func(c *ServiceAccountConfig) { c.Password = "wrong-secret-pw" })), "wrong-secret-pw")
+	})
+	t.Run("disabled account", func(t *testing.T) {
+		h := newHarness(t, withService(nil), func(o *harnessOpts) { o.idp.DisabledUsers = []string{svcUser} })
+		testServiceAccountRefused(t, h, svcPassword)
+	})
+}
+
+// testServiceAccountRefused checks what callers, the auth server, metrics
+// and logs see when the auth server refuses the service account.
+func testServiceAccountRefused(t *testing.T, h *harness, password string) {
+	t.Helper()
 	resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil)
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "service_account_unavailable") {
 		t.Fatalf("got %d %s, want 503 JSON", resp.StatusCode, body)
@@ -151,7 +163,7 @@ func TestServiceAccountBadCredentials(t *testing.T) {
 	if !logged {
 		t.Error("no log line names the failing service account")
 	}
-	h.assertNoSecretsLogged("wrong-secret-pw", base64.StdEncoding.EncodeToString([]byte(svcUser+":wrong-secret-pw")))
+	h.assertNoSecretsLogged(password, base64.StdEncoding.EncodeToString([]byte(svcUser+":"+password)))
 }
 
 func TestServiceAccountPermanentToken(t *testing.T) {
