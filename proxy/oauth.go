@@ -84,7 +84,7 @@ func (s *Server) callback(w *recorder, r *http.Request) {
 	flow, err := s.store.TakeFlow(w, r, q.Get("state"))
 	if err != nil {
 		s.loginFailed(w, r, "state_mismatch", http.StatusBadRequest,
-			"This sign-in was not started in this browser, or it took too long.", err)
+			"This sign-in was not started in this browser, took too long, or the browser did not keep the proxy's cookies.", err)
 		return
 	}
 	sess, err := s.auth.redeem(r.Context(), ep, q.Get("code"), flow.Verifier, flow.Nonce)

@@ -128,7 +128,7 @@ func requireLoopback(addr string) error {
 	if err != nil {
 		return err
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !isLoopbackHost(host) {
 		return fmt.Errorf("%s is not a loopback address; the demo's accounts are public", addr)
 	}
 	return nil

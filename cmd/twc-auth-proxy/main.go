@@ -81,6 +81,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
+	if u := cfg.proxy.RedirectURL; cfg.session.Secure && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		// Browsers drop Secure cookies set over plain http (except on
+		// localhost): every login would end in "not started in this browser".
+		log.Warn("session.cookie_secure is true but redirect_url is plain http: browsers will not keep the session cookies; serve over https or set cookie_secure: false",
+			zap.String("redirect_url", u.String()))
+	}
 	a, err := newApp(cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err
@@ -217,6 +223,14 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 	discovery.Wait()
 	a.log.Info("stopped")
 	return err
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // newLogger builds the zap logger: JSON lines by default, or console.

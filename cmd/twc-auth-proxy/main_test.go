@@ -531,3 +531,43 @@ auth:
 		t.Errorf("got last log message %q, want %q; log:\n%s", got, want, atReturn)
 	}
 }
+
+// TestRunWarnsAboutSecureCookiesOverHTTP: a config whose cookies browsers
+// would drop gets a warning at start, not a silent login loop.
+func TestRunWarnsAboutSecureCookiesOverHTTP(t *testing.T) {
+	for _, tt := range []struct {
+		redirect string
+		secure   bool
+		warn     bool
+	}{
+		{"http://dash.example.com/oauth2/callback", true, true},
+		{"https://dash.example.com/oauth2/callback", true, false},
+		{"http://127.0.0.1:4180/oauth2/callback", true, false},
+		{"http://dash.example.com/oauth2/callback", false, false},
+	} {
+		t.Run(fmt.Sprintf("%s secure=%v", tt.redirect, tt.secure), func(t *testing.T) {
+			listen, metrics := freeAddr(t), freeAddr(t)
+			path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
+listen: %s
+metrics_listen: %s
+upstream: http://127.0.0.1:8111
+redirect_url: %s
+auth:
+  issuer_url: http://%s/authentication
+  client_id: dashboard
+  client_secret: s3cret
+session:
+  cookie_secure: %v
+  secret: %s
+`, listen, metrics, tt.redirect, freeAddr(t), tt.secure, testSessionSecret))
+			r := startRun(t, path, noEnv)
+			waitStatus(t, r, "http://"+metrics+"/healthz", http.StatusOK)
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(r.stderr.String(), "cookie_secure is true but redirect_url is plain http"); got != tt.warn {
+				t.Errorf("warning logged = %v, want %v", got, tt.warn)
+			}
+		})
+	}
+}
