@@ -85,32 +85,10 @@ func TestOpenRedirectCorpus(t *testing.T) {
 	}
 }
 
-// rawNavigation sends a navigation with the request target as written.
-func rawNavigation(t *testing.T, base, target string, extra ...string) *http.Response {
+// rawNavigation sends a browser navigation with the target as written.
+func rawNavigation(t *testing.T, base, target string, headers ...string) *http.Response {
 	t.Helper()
-	u := mustURL(base)
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	host := u.Host
-	hdr := ""
-	for _, e := range extra {
-		if strings.HasPrefix(e, "Host: ") {
-			host = strings.TrimPrefix(e, "Host: ")
-			continue
-		}
-		hdr += e + "\r\n"
-	}
-	io.WriteString(conn, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\nAccept: text/html\r\nSec-Fetch-Mode: navigate\r\n"+hdr+"Connection: close\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
+	return rawRequest(t, base, "GET", target, append([]string{"Accept: text/html", "Sec-Fetch-Mode: navigate"}, headers...)...)
 }
 
 func TestHostHeadersCannotMoveRedirects(t *testing.T) {

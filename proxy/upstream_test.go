@@ -156,7 +156,7 @@ func TestSkipAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
 			before := len(h.upstreamSeen())
-			resp := rawRequest(t, h.proxy.URL, tt.method, tt.target)
+			resp := rawRequest(t, h.proxy.URL, tt.method, tt.target, "Accept: application/json")
 			reached := len(h.upstreamSeen()) > before
 			if reached != tt.pass {
 				t.Fatalf("reached upstream = %v (status %d), want %v", reached, resp.StatusCode, tt.pass)
@@ -168,8 +168,9 @@ func TestSkipAuth(t *testing.T) {
 	}
 }
 
-// rawRequest sends target exactly as written (no client-side cleaning).
-func rawRequest(t *testing.T, base, method, target string) *http.Response {
+// rawRequest sends target exactly as written (no client-side cleaning),
+// with headers given as "Name: value" lines; "Host: x" replaces the Host.
+func rawRequest(t *testing.T, base, method, target string, headers ...string) *http.Response {
 	t.Helper()
 	u := mustURL(base)
 	conn, err := net.Dial("tcp", u.Host)
@@ -177,7 +178,15 @@ func rawRequest(t *testing.T, base, method, target string) *http.Response {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, method+" "+target+" HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+	host, extra := u.Host, ""
+	for _, h := range headers {
+		if v, ok := strings.CutPrefix(h, "Host: "); ok {
+			host = v
+			continue
+		}
+		extra += h + "\r\n"
+	}
+	io.WriteString(conn, method+" "+target+" HTTP/1.1\r\nHost: "+host+"\r\n"+extra+"Connection: close\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
