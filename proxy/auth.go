@@ -25,13 +25,12 @@ func (s *Server) serveProxy(w *recorder, r *http.Request) {
 			return
 		}
 	}
-	if sa := s.cfg.ServiceAccount; sa != nil && sa.matches(r) {
-		if _, err := s.store.Load(r); err != nil {
-			s.serveServiceAccount(w, r, sa)
-			return
-		}
+	loaded, err := s.store.Load(r)
+	if sa := s.cfg.ServiceAccount; err != nil && sa != nil && sa.matches(r) {
+		s.serveServiceAccount(w, r, sa)
+		return
 	}
-	sess, ok := s.requireSession(w, r, true)
+	sess, ok := s.checkSession(w, r, loaded, err, true)
 	if !ok {
 		return
 	}
@@ -57,6 +56,13 @@ func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAc
 // (login redirect when login is set and r is a navigation, else 401; 503
 // when the auth server is out of reach) and returns false.
 func (s *Server) requireSession(w *recorder, r *http.Request, login bool) (*session.Session, bool) {
+	sess, err := s.store.Load(r)
+	return s.checkSession(w, r, sess, err, login)
+}
+
+// checkSession is requireSession for a session the caller already loaded
+// (sess and err are store.Load's results), so no request opens it twice.
+func (s *Server) checkSession(w *recorder, r *http.Request, sess *session.Session, err error, login bool) (*session.Session, bool) {
 	ep := s.auth.endpoints()
 	if ep == nil {
 		w.outcome = "auth_server_not_ready"
@@ -64,7 +70,6 @@ func (s *Server) requireSession(w *recorder, r *http.Request, login bool) (*sess
 			"The proxy has not been able to reach the TWC Authentication server since it started. Try again in a moment.")
 		return nil, false
 	}
-	sess, err := s.store.Load(r)
 	if err != nil {
 		reason := "no_session"
 		if _, cerr := r.Cookie(s.store.CookieName()); cerr == nil {
