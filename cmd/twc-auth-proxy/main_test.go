@@ -43,13 +43,24 @@ func (s *syncBuffer) String() string {
 // freeAddr returns a loopback address that nothing listens on right now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freeAddrs(t, 1)[0]
+}
+
+// freeAddrs returns n distinct free loopback addresses. The listeners are
+// held until all n are chosen: closing each at once lets the kernel hand
+// the same port out twice.
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return addrs
 }
 
 // running is run started in the background.
@@ -251,7 +262,8 @@ func TestRunEndToEnd(t *testing.T) {
 	upstream := httptest.NewServer(up)
 	defer upstream.Close()
 
-	listen, metrics := freeAddr(t), freeAddr(t)
+	a := freeAddrs(t, 2)
+	listen, metrics := a[0], a[1]
 	path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
 listen: %s
 metrics_listen: %s
@@ -411,7 +423,8 @@ func checkLogin(t *testing.T, logs, user string) {
 func TestRunAuthServerDown(t *testing.T) {
 	up := httptest.NewServer(&upstreamRecorder{})
 	defer up.Close()
-	listen, metrics, closed := freeAddr(t), freeAddr(t), freeAddr(t)
+	a := freeAddrs(t, 3)
+	listen, metrics, closed := a[0], a[1], a[2]
 	path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
 listen: %s
 metrics_listen: %s
@@ -500,7 +513,8 @@ func TestRunWaitsForDiscovery(t *testing.T) {
 		}
 	}()
 
-	listen, metrics := freeAddr(t), freeAddr(t)
+	a := freeAddrs(t, 2)
+	listen, metrics := a[0], a[1]
 	path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
 listen: %s
 metrics_listen: %s
@@ -546,7 +560,8 @@ func TestRunWarnsAboutSecureCookiesOverHTTP(t *testing.T) {
 		{"http://dash.example.com/oauth2/callback", false, false},
 	} {
 		t.Run(fmt.Sprintf("%s secure=%v", tt.redirect, tt.secure), func(t *testing.T) {
-			listen, metrics := freeAddr(t), freeAddr(t)
+			a := freeAddrs(t, 3)
+			listen, metrics, idp := a[0], a[1], a[2]
 			path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
 listen: %s
 metrics_listen: %s
@@ -559,7 +574,7 @@ auth:
 session:
   cookie_secure: %v
   secret: %s
-`, listen, metrics, tt.redirect, freeAddr(t), tt.secure, testSessionSecret))
+`, listen, metrics, tt.redirect, idp, tt.secure, testSessionSecret))
 			r := startRun(t, path, noEnv)
 			waitStatus(t, r, "http://"+metrics+"/healthz", http.StatusOK)
 			if err := r.stop(t); err != nil {

@@ -33,7 +33,8 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	}))
 	defer upstream.Close()
 
-	listen, metrics := freeAddr(t), freeAddr(t)
+	a := freeAddrs(t, 2)
+	listen, metrics := a[0], a[1]
 	path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
 listen: %s
 metrics_listen: %s
