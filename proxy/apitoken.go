@@ -84,7 +84,7 @@ func (s *Server) serveAPIToken(w *recorder, r *http.Request, raw string) {
 	}
 	s.m.APITokens.WithLabelValues("accepted").Inc()
 	w.user, w.outcome = tok.Subject, "proxied_api_token"
-	s.forward(w, r, raw, false)
+	s.forward(w, r, "Token "+raw, false)
 }
 
 func (s *Server) rejectAPIToken(w *recorder, msg string, err error) {

@@ -35,7 +35,7 @@ func (s *Server) serveProxy(w *recorder, r *http.Request) {
 		return
 	}
 	w.outcome = "proxied"
-	s.forward(w, r, sess.IDToken, false)
+	s.forward(w, r, sess.TokenHeader(), false)
 }
 
 // serveServiceAccount forwards r with the service identity's token.
@@ -48,7 +48,7 @@ func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAc
 		return
 	}
 	w.user, w.outcome = sa.cfg.Username, "proxied_service_account"
-	s.forward(w, r, tok, true)
+	s.forward(w, r, "Token "+tok, true)
 }
 
 // requireSession returns the request's valid session, refreshing its ID

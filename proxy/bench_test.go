@@ -130,7 +130,7 @@ func BenchmarkRewrite(b *testing.B) {
 	bs := newBenchServer(b, false)
 	in := bs.request()
 	in.Header.Set("X-Forwarded-For", "6.6.6.6")
-	st := &recorder{token: strings.Repeat("t", 900), id: "abc"}
+	st := &recorder{authorization: "Token " + strings.Repeat("t", 900), id: "abc"}
 	in = in.WithContext(contextWithState(in, st))
 	b.ReportAllocs()
 	for b.Loop() {

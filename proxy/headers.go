@@ -109,10 +109,13 @@ func stripOwnCookies(h http.Header, own func(string) bool) {
 	h["Cookie"] = []string{strings.Join(kept, "; ")}
 }
 
-// filterCookieLine drops own cookies from one Cookie header value.
+// filterCookieLine drops own cookies from one Cookie header value. When a
+// single cookie is left (a session cookie next to TWC REST's, say) it is
+// returned as a substring of line, without building a new string.
 func filterCookieLine(line string, own func(string) bool) (string, bool) {
 	var b strings.Builder
-	dropped := false
+	var first string // the first kept pair; b is written from the second on
+	kept, dropped := 0, false
 	rest := line
 	for rest != "" {
 		var pair string
@@ -126,13 +129,23 @@ func filterCookieLine(line string, own func(string) bool) (string, bool) {
 			dropped = true
 			continue
 		}
-		if b.Len() > 0 {
+		kept++
+		switch kept {
+		case 1:
+			first = pair
+		case 2:
+			b.WriteString(first)
+			fallthrough
+		default:
 			b.WriteString("; ")
+			b.WriteString(pair)
 		}
-		b.WriteString(pair)
 	}
-	if !dropped {
+	switch {
+	case !dropped:
 		return line, false
+	case kept <= 1:
+		return first, true
 	}
 	return b.String(), true
 }

@@ -106,7 +106,7 @@ func New(cfg Config, log *zap.Logger, store *session.Store, auth *AuthServer, m 
 // reach the upstream exactly as sent.
 func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w := &recorder{ResponseWriter: rw, start: time.Now(), id: requestID(r)}
-	w.Header().Set("X-Request-Id", w.id)
+	w.Header()["X-Request-Id"] = w.value(w.id)
 	defer s.finish(w, r)
 
 	switch r.URL.Path {
@@ -158,9 +158,28 @@ type recorder struct {
 	outcome string // what the proxy did: proxied, login, unauthenticated, ...
 
 	// Set by forward for Rewrite and ModifyResponse.
-	token         string // ID token for the Authorization header; "" for skip_auth
+	authorization string // "Token <id_token>" for the upstream; "" for skip_auth
 	service       bool   // the token is the service account's: use its cookie jar
 	upstreamStart time.Time
+
+	// vals backs the one-value slices of the headers the proxy sets
+	// (X-Request-Id both ways, Authorization, X-Forwarded-*), so that
+	// setting them costs no allocation each; see value.
+	vals [6]string
+	used int
+}
+
+// value returns v as a header value slice ([]string{v}) backed by w.vals
+// while room is left. Its capacity is 1, so an Add to that header later
+// copies instead of writing into the next value.
+func (w *recorder) value(v string) []string {
+	if w.used == len(w.vals) {
+		return []string{v}
+	}
+	i := w.used
+	w.used++
+	w.vals[i] = v
+	return w.vals[i : i+1 : i+1]
 }
 
 func (w *recorder) WriteHeader(code int) {

@@ -8,7 +8,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,10 +17,11 @@ import (
 // ModifyResponse and ErrorHandler, which see only the request.
 type proxyStateKey struct{}
 
-// forward sends r upstream. token, when set, becomes the only Authorization
-// the upstream sees; service marks the service account's token.
-func (s *Server) forward(w *recorder, r *http.Request, token string, service bool) {
-	w.token, w.service, w.upstreamStart = token, service, time.Now()
+// forward sends r upstream. authorization ("Token <id_token>"), when set,
+// becomes the only Authorization header the upstream sees; service marks
+// the service account's token.
+func (s *Server) forward(w *recorder, r *http.Request, authorization string, service bool) {
+	w.authorization, w.service, w.upstreamStart = authorization, service, time.Now()
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, w)))
 }
 
@@ -61,14 +61,14 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(s.cfg.Upstream)
 	h := pr.Out.Header
 	stripIdentityHeaders(h)
-	s.setForwarded(pr)
 	stripOwnCookies(h, s.store.IsOwnCookie)
+	s.setForwarded(pr, st)
 	if st == nil {
 		return
 	}
-	h.Set("X-Request-Id", st.id)
-	if st.token != "" {
-		h.Set("Authorization", "Token "+st.token)
+	h["X-Request-Id"] = st.value(st.id)
+	if st.authorization != "" {
+		h["Authorization"] = st.value(st.authorization)
 	}
 	if st.service {
 		s.cfg.ServiceAccount.addCookies(h, pr.Out.URL)
@@ -77,12 +77,34 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 
 // setForwarded sets X-Forwarded-For/Host/Proto from what the proxy saw.
 // ReverseProxy already removed the client's copies; a trusted peer's (an
-// ingress in front of the sidecar) are carried over and extended.
-func (s *Server) setForwarded(pr *httputil.ProxyRequest) {
-	if !s.trustedPeer(pr.In.RemoteAddr) {
+// ingress in front of the sidecar) are carried over and extended. The
+// usual case, an untrusted peer, writes the three headers by hand, as
+// ProxyRequest.SetXForwarded would, into values held by st (when there is
+// one) instead of a new slice each.
+func (s *Server) setForwarded(pr *httputil.ProxyRequest, st *recorder) {
+	if s.trustedPeer(pr.In.RemoteAddr) {
+		s.setForwardedTrusted(pr)
+		return
+	}
+	if st == nil {
 		pr.SetXForwarded()
 		return
 	}
+	h := pr.Out.Header
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = st.value(ip)
+	}
+	h["X-Forwarded-Host"] = st.value(pr.In.Host)
+	if pr.In.TLS != nil {
+		h["X-Forwarded-Proto"] = st.value("https")
+	} else {
+		h["X-Forwarded-Proto"] = st.value("http")
+	}
+}
+
+// setForwardedTrusted extends a trusted peer's X-Forwarded-For and keeps
+// its X-Forwarded-Host and -Proto.
+func (s *Server) setForwardedTrusted(pr *httputil.ProxyRequest) {
 	in := pr.In.Header
 	if v := in["X-Forwarded-For"]; len(v) > 0 {
 		pr.Out.Header["X-Forwarded-For"] = []string{strings.Join(v, ", ")}
@@ -170,12 +192,38 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers instead of
-// allocating one per request.
-type bufferPool struct{ p sync.Pool }
+// allocating one per request. It is a bounded free list rather than a
+// sync.Pool: Put takes a slice, and a sync.Pool of slices costs an
+// allocation per Put (the slice header boxed in an interface), while a
+// channel copies the header; and the bound caps what a burst leaves held
+// (maxFreeBuffers x 32 KiB), where a sync.Pool keeps whatever survived
+// the last two GCs.
+type bufferPool struct{ free chan []byte }
+
+const (
+	copyBufferSize = 32 << 10
+	maxFreeBuffers = 128 // 4 MiB at most, once that many requests copied at the same moment
+)
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}}
+	return &bufferPool{free: make(chan []byte, maxFreeBuffers)}
 }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+func (b *bufferPool) Get() []byte {
+	select {
+	case buf := <-b.free:
+		return buf
+	default:
+		return make([]byte, copyBufferSize)
+	}
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) != copyBufferSize {
+		return
+	}
+	select {
+	case b.free <- buf[:copyBufferSize]:
+	default: // full: let the GC have it
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,8 +59,26 @@ func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
 	if v := got.Get("X-Dashboard-Preference"); v != "dark" {
 		t.Errorf("ordinary header lost: %q", v)
 	}
-	if got.Get("X-Request-Id") == "" {
-		t.Error("no X-Request-Id upstream")
+	if id := got.Get("X-Request-Id"); id == "" || id != resp.Header.Get("X-Request-Id") {
+		t.Errorf("X-Request-Id upstream %q, to the client %q: want the same, set", id, resp.Header.Get("X-Request-Id"))
+	}
+}
+
+// The headers the proxy sets share one array of values (recorder.value);
+// a later Add to one of them must not write into another.
+func TestRecorderValuesDoNotAlias(t *testing.T) {
+	w := &recorder{}
+	var vals [][]string
+	for i := range len(w.vals) + 2 { // past the array too
+		vals = append(vals, w.value(strconv.Itoa(i)))
+	}
+	for i := range vals {
+		vals[i] = append(vals[i], "added")
+	}
+	for i, v := range vals {
+		if len(v) != 2 || v[0] != strconv.Itoa(i) || v[1] != "added" {
+			t.Errorf("value %d = %q after appending to each, want [%d added]", i, v, i)
+		}
 	}
 }
 

@@ -107,7 +107,7 @@ func FuzzJoinChunks(f *testing.F) {
 			return
 		}
 		for _, want := range sessions {
-			if *got == *want {
+			if sameSession(got, want) {
 				return
 			}
 		}

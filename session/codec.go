@@ -86,17 +86,18 @@ func decodeSession(b []byte) (*Session, error) {
 		return nil, errVersion
 	}
 	d := decoder{buf: string(b[1:])}
-	token := d.token
+	s := &Session{Subject: d.string()}
 	if b[0] == sessionV1 {
-		token = d.string
+		s.IDToken, s.RefreshToken = d.string(), d.string()
+	} else {
+		// The ID token is rebuilt behind "Token ", so that the
+		// Authorization value is ready for every request that reuses
+		// this decoded session (see TokenHeader).
+		s.tokenHeader = d.token(tokenScheme)
+		s.IDToken = s.tokenHeader[len(tokenScheme):]
+		s.RefreshToken = d.token("")
 	}
-	s := &Session{
-		Subject:      d.string(),
-		IDToken:      token(),
-		RefreshToken: token(),
-		Expiry:       d.time(),
-		Created:      d.time(),
-	}
+	s.Expiry, s.Created = d.time(), d.time()
 	if err := d.finish(); err != nil {
 		return nil, err
 	}
@@ -191,14 +192,15 @@ func (d *decoder) string() string {
 	return d.buf[start:d.off]
 }
 
-// token reads a tagged token field (version 3).
-func (d *decoder) token() string {
+// token reads a tagged token field (version 3) and returns it behind
+// prefix; on an error, prefix alone (the error sticks in d.err).
+func (d *decoder) token(prefix string) string {
 	if d.err != nil {
-		return ""
+		return prefix
 	}
 	if d.off >= len(d.buf) {
 		d.err = errTruncated
-		return ""
+		return prefix
 	}
 	tag := d.buf[d.off]
 	d.off++
@@ -208,18 +210,22 @@ func (d *decoder) token() string {
 		if _, ok := jwsSegments(s); ok && d.err == nil {
 			d.err = errNonMinimal // tag 1 would have stored it
 		}
-		return s
+		if prefix == "" {
+			return s // a substring of the input: no allocation
+		}
+		return prefix + s
 	case tokenJWS:
 		h, p, sig := d.string(), d.string(), d.string()
 		if d.err != nil {
-			return ""
+			return prefix
 		}
 		n := b64.EncodedLen(len(h)) + b64.EncodedLen(len(p)) + b64.EncodedLen(len(sig)) + 2
 		if n > maxField {
 			d.err = errFieldLimit
-			return ""
+			return prefix
 		}
-		out := make([]byte, 0, n)
+		out := make([]byte, 0, len(prefix)+n)
+		out = append(out, prefix...)
 		out = b64.AppendEncode(out, []byte(h))
 		out = append(out, '.')
 		out = b64.AppendEncode(out, []byte(p))
@@ -228,7 +234,7 @@ func (d *decoder) token() string {
 		return string(out)
 	default:
 		d.err = errVersion
-		return ""
+		return prefix
 	}
 }
 

@@ -32,7 +32,7 @@ func TestSessionCodecRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if *got != tt.sess {
+			if !sameSession(got, &tt.sess) {
 				t.Errorf("got %+v, want %+v", got, tt.sess)
 			}
 		})
@@ -138,7 +138,7 @@ func FuzzDecodeSession(f *testing.F) {
 			if data[0] == sessionVersion && !bytes.Equal(again, data) {
 				t.Fatalf("re-encoded %x, want %x", again, data)
 			}
-			if back, err := decodeSession(again); err != nil || *back != *s {
+			if back, err := decodeSession(again); err != nil || !sameSession(back, s) {
 				t.Fatalf("round trip of a decoded session: %+v, %v; want %+v", back, err, s)
 			}
 		}
@@ -174,7 +174,7 @@ func FuzzDecodeSession(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decode(encode(x)): %v", err)
 		}
-		if *out != in {
+		if !sameSession(out, &in) {
 			t.Fatalf("got %+v, want %+v", out, in)
 		}
 	})
@@ -194,7 +194,7 @@ func encodeV1(s *Session) []byte {
 func TestDecodeVersion1(t *testing.T) {
 	want := testSession(900)
 	got, err := decodeSession(encodeV1(want))
-	if err != nil || *got != *want {
+	if err != nil || !sameSession(got, want) {
 		t.Fatalf("got %+v, %v; want %+v", got, err, want)
 	}
 }
@@ -215,8 +215,52 @@ func TestJWSTokensAreStoredDecoded(t *testing.T) {
 			t.Fatal(err)
 		}
 		out, err := decodeSession(b)
-		if err != nil || *out != *in {
+		if err != nil || !sameSession(out, in) {
 			t.Errorf("token %q: got %+v, %v", tok, out, err)
 		}
+	}
+}
+
+// sameSession compares what a session holds, not how it was built: a
+// decoded session carries its Authorization value ready (tokenHeader).
+func sameSession(a, b *Session) bool {
+	x, y := *a, *b
+	x.tokenHeader, y.tokenHeader = "", ""
+	return x == y
+}
+
+func TestTokenHeader(t *testing.T) {
+	want := testSession(900)
+	b, err := encodeSession(nil, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSession(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := got.TokenHeader(); h != "Token "+want.IDToken {
+		t.Fatalf("decoded: TokenHeader() = %.20q..., want %.20q...", h, "Token "+want.IDToken)
+	}
+	if got.tokenHeader == "" {
+		t.Error("a decoded session should carry its header ready-made")
+	}
+	// A session whose ID token was replaced after it was opened must not
+	// present the old one.
+	got.IDToken = "a.b.c"
+	if h := got.TokenHeader(); h != "Token a.b.c" {
+		t.Errorf("after replacing IDToken: TokenHeader() = %q, want %q", h, "Token a.b.c")
+	}
+	fresh := &Session{IDToken: "x.y.z"}
+	if h := fresh.TokenHeader(); h != "Token x.y.z" {
+		t.Errorf("new session: TokenHeader() = %q", h)
+	}
+	raw := &Session{IDToken: "opaque"} // stored with the raw tag
+	b, err = encodeSession(nil, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = decodeSession(b); err != nil || got.TokenHeader() != "Token opaque" || got.IDToken != "opaque" {
+		t.Errorf("raw token: got %+v, %v", got, err)
 	}
 }

@@ -81,6 +81,28 @@ type Session struct {
 	RefreshToken string    // may be empty
 	Expiry       time.Time // the ID token's exp; whole seconds survive Save
 	Created      time.Time // login time; whole seconds survive Save
+
+	// tokenHeader is tokenScheme + IDToken when Load built both in one
+	// string (IDToken is then its suffix); see TokenHeader.
+	tokenHeader string
+}
+
+// tokenScheme is how TWC REST wants the ID token presented:
+// "Authorization: Token <id_token>".
+const tokenScheme = "Token "
+
+// TokenHeader returns the Authorization header value for the session's ID
+// token, "Token <id_token>". A session opened by Store.Load has it ready,
+// built once with the token, so the requests that reuse that decoded
+// session (see the decode cache) do not build a 500-byte string each.
+func (s *Session) TokenHeader() string {
+	// Same bytes as IDToken (a pointer-equal suffix in the usual case,
+	// which compares in constant time); else IDToken was replaced after
+	// Load and the value is built afresh.
+	if len(s.tokenHeader) == len(tokenScheme)+len(s.IDToken) && s.tokenHeader[len(tokenScheme):] == s.IDToken {
+		return s.tokenHeader
+	}
+	return tokenScheme + s.IDToken
 }
 
 // Store reads and writes sessions and login flows as cookies. It is safe for

@@ -60,7 +60,7 @@ func TestSaveLoadSingleCookie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got != *want {
+	if !sameSession(got, want) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
@@ -95,7 +95,7 @@ func TestSaveLoadChunked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got != *want {
+	if !sameSession(got, want) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
@@ -179,7 +179,7 @@ func TestSaveExpiresStaleChunks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if *got != *want {
+			if !sameSession(got, want) {
 				t.Errorf("got %+v, want %+v", got, want)
 			}
 		})
@@ -276,7 +276,7 @@ func TestConcurrentUse(t *testing.T) {
 					done <- err
 					return
 				}
-				if *got != *want {
+				if !sameSession(got, want) {
 					done <- fmt.Errorf("got subject %q, want %q", got.Subject, want.Subject)
 					return
 				}
