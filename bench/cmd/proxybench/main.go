@@ -1,19 +1,20 @@
 // Command proxybench is the end-to-end performance benchmark of
 // twc-auth-proxy, on loopback only and bounded in time. It starts a fast
 // upstream, a bare httputil.ReverseProxy that only sets "Authorization:
-// Token x" (the physical limit), the same bare proxy fed and forwarding the
-// bytes ours is (session cookie in; token of the ID token's length,
-// X-Forwarded-*, X-Request-Id out), and our proxy (its real binary) holding
-// a session made by a real login against the fake TWC auth server, each in
-// its own process; drives the same load through each, interleaved in
-// rounds; and prints a Markdown table with requests/s, p50, p99, CPU per
-// request and peak RSS of each proxy process, ratios taken within rounds,
-// a refresh storm, memory per idle connection, and PASS/FAIL per target.
+// Token x" (the physical limit), and our proxy (its real binary) holding a
+// session made by a real login against the fake TWC auth server, each in
+// its own process; drives the same load (the same requests, session cookie
+// included) through each, interleaved in rounds; and prints a Markdown
+// table with requests/s, p50, p99, CPU per request and peak RSS of each
+// proxy process, ratios taken within rounds, a refresh storm, memory per
+// idle connection, and PASS/FAIL per target. Optional rows: the bare proxy
+// sent no cookie, and the bare proxy fed and forwarding the bytes ours is.
 //
 // Usage, from the module root:
 //
 //	go run ./bench/cmd/proxybench [-rounds 5] [-duration 3s] [-conns 8,64]
 //	    [-storm-clients 200] [-idle-conns 1000] [-cpuprofile DIR]
+//	    [-no-cookie-row=false] [-same-bytes-row] [-log-off-row=false]
 //
 // See bench/README.md.
 package main
@@ -64,6 +65,8 @@ type options struct {
 	stormClients int
 	idleConns    int
 	logOff       bool
+	noCookie     bool
+	sameBytes    bool
 	cpuprofile   string
 	bin          string
 	timeout      time.Duration
@@ -81,7 +84,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.stormClients, "storm-clients", 200, "clients (one session each) of the refresh storm; 0 skips it")
 	fs.IntVar(&o.idleConns, "idle-conns", 1000, "idle keep-alive connections for the memory-per-connection figure; 0 skips it")
 	fs.BoolVar(&o.logOff, "log-off-row", true, "also measure our proxy with log.requests: false")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles (bare.pprof, bare-same-bytes.pprof, ours.pprof) to this directory; ours then runs in-process wiring of the proxy package instead of the binary")
+	fs.BoolVar(&o.noCookie, "no-cookie-row", true, "also measure the bare proxy sent requests without the session cookie (informational)")
+	fs.BoolVar(&o.sameBytes, "same-bytes-row", false, "also measure the bare proxy fed and forwarding the bytes ours is: the cookie dropped, a token of the ID token's length, X-Forwarded-*, X-Request-Id (informational)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles (bare.pprof, ours.pprof, and bare-same-bytes.pprof with -same-bytes-row) to this directory; ours then runs in-process wiring of the proxy package instead of the binary")
 	fs.StringVar(&o.bin, "bin", "", "twc-auth-proxy binary to measure (default: go build ./cmd/twc-auth-proxy)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard limit on the whole run")
 	if err := fs.Parse(args); err != nil {
@@ -156,9 +161,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	per := o.warmup + o.duration
-	targets := 3
-	if o.logOff {
-		targets++
+	targets := 2
+	for _, row := range []bool{o.logOff, o.noCookie, o.sameBytes} {
+		if row {
+			targets++
+		}
 	}
 	b.logf("proxybench: %d rounds x %v x %d targets, about %v of load, then the idle-connection and refresh-storm runs",
 		o.rounds, o.conns, targets, time.Duration(o.rounds*len(o.conns)*targets)*per)

@@ -10,12 +10,23 @@ import (
 	"time"
 )
 
-// Targets of the throughput runs, in this order in every results row.
+// kind is the role of a throughput target. Every run has kBare and kOurs;
+// the others are optional rows.
+type kind int
+
 const (
-	tBare = iota
-	tSame // bare, fed and forwarding the bytes ours is (bareProxy's -token-len)
-	tOurs
-	tQuiet // ours with log.requests: false
+	// kBare is the reference: the bare ReverseProxy, sent the very
+	// requests ours is sent (the session cookie included, which it passes
+	// on, setting only "Authorization: Token x").
+	kBare kind = iota
+	// kNoCookie is the same bare proxy sent requests without the cookie:
+	// what the cookie's bytes cost on their own (informational).
+	kNoCookie
+	// kSame is bare, fed and forwarding the bytes ours is (bareProxy's
+	// -token-len): our bytes without our logic (informational).
+	kSame
+	kOurs
+	kQuiet // ours with log.requests: false
 )
 
 // results is everything the report prints.
@@ -23,6 +34,7 @@ type results struct {
 	env      string // Go, OS, CPUs
 	loadavg  string // of the machine when the run began
 	labels   []string
+	kinds    []kind
 	samples  [][][]sample // [conns index][round][target]
 	peaks    []procPeak   // of the throughput runs' proxies
 	logLines int64        // our proxy's stderr lines over the rounds
@@ -34,6 +46,16 @@ type results struct {
 	storm    *stormResult
 }
 
+// index is the target of kind k, or -1 when the run has none.
+func (r *results) index(k kind) int {
+	for i, x := range r.kinds {
+		if x == k {
+			return i
+		}
+	}
+	return -1
+}
+
 type procPeak struct {
 	name string
 	peak int64 // VmHWM, bytes
@@ -41,9 +63,10 @@ type procPeak struct {
 }
 
 // throughput starts the upstream, the bare proxy, ours (with and without
-// request logs) and, once a login has told the ID token's length, the bare
-// proxy's same-bytes variant, and runs the rounds: for every round and
-// every -conns value, each target once (see round).
+// request logs) and the optional references (bare without the cookie; bare
+// with our bytes, once a login has told the ID token's length), and runs
+// the rounds: for every round and every -conns value, each target once
+// (see round).
 func (b *bench) throughput(ctx context.Context) (*results, error) {
 	up, upAddr, err := b.child(ctx, "upstream", nil, "upstream")
 	if err != nil {
@@ -56,18 +79,17 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 	}
 	defer rm.idp.Close()
 
-	var bareArgs, sameArgs []string
+	profile := func(name string) []string {
+		if b.o.cpuprofile == "" {
+			return nil
+		}
+		return []string{"-cpuprofile", filepath.Join(b.o.cpuprofile, name+".pprof")}
+	}
 	oursCfg := oursConfig{realm: rm, upstream: res.upstream, margin: 30 * time.Second, logRequests: true}
 	oursLabel := "twc-auth-proxy"
 	if b.o.cpuprofile != "" {
-		bareArgs = []string{"-cpuprofile", filepath.Join(b.o.cpuprofile, "bare.pprof")}
-		sameArgs = []string{"-cpuprofile", filepath.Join(b.o.cpuprofile, "bare-same-bytes.pprof")}
 		oursCfg.profile = filepath.Join(b.o.cpuprofile, "ours.pprof")
 		oursLabel = "twc-auth-proxy (in-process wiring, profiled)"
-	}
-	bare, bareAddr, err := b.child(ctx, "bare", nil, "bare", append([]string{"-upstream", res.upstream}, bareArgs...)...)
-	if err != nil {
-		return nil, err
 	}
 	ours, oursAddr, err := b.ours(ctx, "twc-auth-proxy", oursCfg)
 	if err != nil {
@@ -85,19 +107,35 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 		return nil, fmt.Errorf("reading the session cookie: %w", err)
 	}
 	res.idToken = len(sess.IDToken)
-	same, sameAddr, err := b.child(ctx, "bare-same-bytes", nil, "bare",
-		append([]string{"-upstream", res.upstream, "-token-len", strconv.Itoa(res.idToken)}, sameArgs...)...)
+
+	const path = "/api/bench"
+	var targets []loadTarget
+	var procs []*proc
+	add := func(k kind, name, label string, p *proc, addr, cookie string) {
+		targets = append(targets, loadTarget{name: name, addr: addr, req: getRequest(addr, path, cookie), pid: p.pid()})
+		res.kinds, res.labels, procs = append(res.kinds, k), append(res.labels, label), append(procs, p)
+	}
+	bare, bareAddr, err := b.child(ctx, "bare", nil, "bare", append([]string{"-upstream", res.upstream}, profile("bare")...)...)
 	if err != nil {
 		return nil, err
 	}
-	const path = "/api/bench"
-	targets := []loadTarget{
-		{name: "bare", addr: bareAddr, req: getRequest(bareAddr, path, ""), pid: bare.pid()},
-		{name: "bare-bytes", addr: sameAddr, req: getRequest(sameAddr, path, cookie), pid: same.pid()},
-		{name: "ours", addr: oursAddr, req: getRequest(oursAddr, path, cookie), pid: ours.pid()},
+	add(kBare, "bare", "bare ReverseProxy", bare, bareAddr, cookie)
+	if b.o.noCookie {
+		p, addr, err := b.child(ctx, "bare-no-cookie", nil, "bare", "-upstream", res.upstream)
+		if err != nil {
+			return nil, err
+		}
+		add(kNoCookie, "bare-nocookie", "bare ReverseProxy, requests without the cookie", p, addr, "")
 	}
-	res.labels = []string{"bare ReverseProxy", "bare ReverseProxy, same bytes", oursLabel}
-	procs := []*proc{bare, same, ours}
+	if b.o.sameBytes {
+		p, addr, err := b.child(ctx, "bare-same-bytes", nil, "bare",
+			append([]string{"-upstream", res.upstream, "-token-len", strconv.Itoa(res.idToken)}, profile("bare-same-bytes")...)...)
+		if err != nil {
+			return nil, err
+		}
+		add(kSame, "bare-bytes", "bare ReverseProxy, same bytes", p, addr, cookie)
+	}
+	add(kOurs, "ours", oursLabel, ours, oursAddr, cookie)
 	if b.o.logOff {
 		quietCfg := oursCfg
 		quietCfg.logRequests, quietCfg.profile = false, ""
@@ -105,9 +143,7 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 		if err != nil {
 			return nil, err
 		}
-		targets = append(targets, loadTarget{name: "ours-nolog", addr: quietAddr, req: getRequest(quietAddr, path, cookie), pid: quiet.pid()})
-		res.labels = append(res.labels, "twc-auth-proxy, log.requests: false")
-		procs = append(procs, quiet)
+		add(kQuiet, "ours-nolog", "twc-auth-proxy, log.requests: false", quiet, quietAddr, cookie)
 	}
 	for _, t := range targets {
 		if err := probe(t); err != nil {
@@ -137,7 +173,7 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 		if err != nil {
 			return nil, err
 		}
-		res.peaks = append(res.peaks, procPeak{name: res.labels[i], peak: peak, ours: i >= tOurs})
+		res.peaks = append(res.peaks, procPeak{name: res.labels[i], peak: peak, ours: res.kinds[i] >= kOurs})
 	}
 	if _, peak, err := memory(up.pid()); err == nil {
 		res.peaks = append(res.peaks, procPeak{name: "upstream (context)", peak: peak})
