@@ -64,6 +64,33 @@ func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
 	}
 }
 
+// The proxy passes the client's Accept-Encoding on as it is: it neither asks
+// for gzip on a client's behalf nor inflates what the upstream sends.
+func TestAcceptEncodingPassesUnchanged(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Accept-Encoding") == "gzip" {
+				w.Header().Set("Content-Encoding", "gzip")
+			}
+			w.Write([]byte("body"))
+		}
+	})
+	raw := &http.Client{Jar: c.Jar, Transport: &http.Transport{DisableCompression: true}}
+	defer raw.CloseIdleConnections()
+	h.do(raw, http.MethodGet, "/x", nil)
+	if v, ok := h.lastUpstream().Header["Accept-Encoding"]; ok {
+		t.Errorf("client sent no Accept-Encoding, upstream saw %q", v)
+	}
+	h.do(raw, http.MethodGet, "/x", http.Header{"Accept-Encoding": {"br"}})
+	if v := h.lastUpstream().Header.Get("Accept-Encoding"); v != "br" {
+		t.Errorf("upstream saw Accept-Encoding %q, want the client's br", v)
+	}
+	resp, body := h.do(raw, http.MethodGet, "/x", http.Header{"Accept-Encoding": {"gzip"}})
+	if resp.Header.Get("Content-Encoding") != "gzip" || body != "body" {
+		t.Errorf("gzip answer reached the client as %q %q, want it untouched", resp.Header.Get("Content-Encoding"), body)
+	}
+}
+
 // The headers the proxy sets share one array of values (recorder.value);
 // a later Add to one of them must not write into another.
 func TestRecorderValuesDoNotAlias(t *testing.T) {
