@@ -72,10 +72,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "config OK")
 		return nil
 	}
-	// One log line per request is written through a buffer flushed every
-	// second (and on exit): a write(2) per line would double its cost.
-	out := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 256 << 10, FlushInterval: time.Second}
-	defer out.Stop()
+	// One log line per request goes into a buffer that a goroutine of its
+	// own writes out every second, or at 64 KiB (and on exit): a write(2)
+	// per line would double its cost, and a request never waits for one.
+	out := proxy.NewLogWriter(stderr, time.Second)
+	defer out.Close()
 	log, err := newLogger(cfg.logFormat, cfg.logLevel, out)
 	if err != nil {
 		return err
@@ -250,7 +251,7 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewJSONEncoder(ec)
 	}
 	ws := zapcore.AddSync(w)
-	if _, safe := w.(*zapcore.BufferedWriteSyncer); !safe {
+	if _, safe := w.(*proxy.LogWriter); !safe {
 		ws = zapcore.Lock(ws)
 	}
 	core := zapcore.NewCore(enc, ws, lvl)

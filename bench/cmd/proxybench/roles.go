@@ -213,7 +213,7 @@ func inprocProxy(ctx context.Context, c inprocConfig) (h http.Handler, flush fun
 	if err != nil {
 		return nil, nil, fmt.Errorf("inproc: %s: %w", envSessionKey, err)
 	}
-	out := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(os.Stderr), Size: 256 << 10, FlushInterval: time.Second}
+	out := proxy.NewLogWriter(os.Stderr, time.Second)
 	log := jsonLogger(out)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -244,11 +244,11 @@ func inprocProxy(ctx context.Context, c inprocConfig) (h http.Handler, flush fun
 	if err := auth.Discover(ctx); err != nil {
 		return nil, nil, fmt.Errorf("inproc: %w", err)
 	}
-	return p, func() { out.Stop() }, nil
+	return p, func() { out.Close() }, nil
 }
 
 // jsonLogger is cmd/twc-auth-proxy's default logger: zap JSON lines into a
-// BufferedWriteSyncer, which is safe for concurrent use without a lock.
+// proxy.LogWriter, which is safe for concurrent use without a lock.
 func jsonLogger(ws zapcore.WriteSyncer) *zap.Logger {
 	ec := zap.NewProductionEncoderConfig()
 	ec.TimeKey = "time"
