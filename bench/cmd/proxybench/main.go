@@ -67,6 +67,7 @@ type options struct {
 	logOff       bool
 	noCookie     bool
 	sameBytes    bool
+	logSink      string
 	cpuprofile   string
 	bin          string
 	timeout      time.Duration
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.stormClients, "storm-clients", 200, "clients (one session each) of the refresh storm; 0 skips it")
 	fs.IntVar(&o.idleConns, "idle-conns", 1000, "idle keep-alive connections for the memory-per-connection figure; 0 skips it")
 	fs.BoolVar(&o.logOff, "log-off-row", true, "also measure our proxy with log.requests: false")
+	fs.StringVar(&o.logSink, "log-sink", "file", "where the processes' stderr (our proxy's log lines) goes: file (a file in the scratch directory) or pipe (read and counted by this process, which also drives the load)")
 	fs.BoolVar(&o.noCookie, "no-cookie-row", true, "also measure the bare proxy sent requests without the session cookie (informational)")
 	fs.BoolVar(&o.sameBytes, "same-bytes-row", false, "also measure the bare proxy fed and forwarding the bytes ours is: the cookie dropped, a token of the ID token's length, X-Forwarded-*, X-Request-Id (informational)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles (bare.pprof, ours.pprof, and bare-same-bytes.pprof with -same-bytes-row) to this directory; ours then runs in-process wiring of the proxy package instead of the binary")
@@ -116,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	check(o.stormClients >= 0 && o.stormClients <= 1000, "-storm-clients: from 0 to 1000")
 	check(o.idleConns >= 0 && o.idleConns <= 10000, "-idle-conns: from 0 to 10000")
 	check(o.timeout > 0, "-timeout: must be positive")
+	check(o.logSink == "file" || o.logSink == "pipe", "-log-sink: file or pipe")
 	return o, errors.Join(errs...)
 }
 
@@ -215,13 +218,23 @@ func (b *bench) build(ctx context.Context) (string, error) {
 // child starts a child role and waits for its address; env adds
 // variables to its environment.
 func (b *bench) child(ctx context.Context, name string, env []string, role string, args ...string) (*proc, string, error) {
-	p, err := startProc(name, append([]string{b.self, "child", role}, args...), childEnv(env...))
+	p, err := startProc(name, append([]string{b.self, "child", role}, args...), childEnv(env...), b.logFile(name))
 	if err != nil {
 		return nil, "", err
 	}
 	b.procs = append(b.procs, p)
 	addr, err := p.waitReady(ctx)
 	return p, addr, err
+}
+
+// logFile is where process name's stderr goes: a file in the scratch
+// directory with -log-sink file (the default), else a pipe to this process
+// ("").
+func (b *bench) logFile(name string) string {
+	if b.o.logSink != "file" {
+		return ""
+	}
+	return filepath.Join(b.dir, name+".log")
 }
 
 func (b *bench) stopAll() {
@@ -314,7 +327,7 @@ log:
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		return nil, "", err
 	}
-	p, err := startProc(name, []string{b.bin, "--config", config}, childEnv())
+	p, err := startProc(name, []string{b.bin, "--config", config}, childEnv(), b.logFile(name))
 	if err != nil {
 		return nil, "", err
 	}

@@ -27,28 +27,39 @@ const (
 )
 
 // proc is one process of the benchmark: a child role of this command or our
-// proxy's binary. Its stderr (our proxy's JSON log lines) is counted and
-// its tail kept; a child role announces "ready ADDR" on stdout.
+// proxy's binary. Its stderr (our proxy's JSON log lines) goes to a file
+// or through a pipe to this process, which counts its lines and keeps its
+// tail; a child role announces "ready ADDR" on stdout.
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser // closing it stops a child role
-	ready  chan string    // the address a child role listens on
-	lines  atomic.Int64   // stderr lines
-	tail   tailWriter
-	exited chan struct{}
-	err    error // of Wait, once exited is closed
+	name    string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser // closing it stops a child role
+	ready   chan string    // the address a child role listens on
+	logFile string         // stderr's file; "" when stderr is a pipe
+	lines   atomic.Int64   // stderr lines, when it is a pipe
+	tail    tailWriter     // stderr's end, when it is a pipe
+	exited  chan struct{}
+	err     error // of Wait, once exited is closed
 }
 
-// startProc starts argv with stdout and stderr read by this process. The
-// child dies with us (Pdeathsig) even if we are killed.
-func startProc(name string, argv []string, env []string) (*proc, error) {
-	p := &proc{name: name, ready: make(chan string, 1), exited: make(chan struct{})}
+// startProc starts argv with stdout read by this process, and stderr
+// written to the file logFile or, when logFile is "", read by this process.
+// The child dies with us (Pdeathsig) even if we are killed.
+func startProc(name string, argv []string, env []string, logFile string) (*proc, error) {
+	p := &proc{name: name, ready: make(chan string, 1), exited: make(chan struct{}), logFile: logFile}
 	p.tail.max = tailBytes
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	cmd.Stdout = &readyWriter{ready: p.ready}
 	cmd.Stderr = &lineCounter{n: &p.lines, w: &p.tail}
+	if logFile != "" {
+		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close() // the child has its own copy once started
+		cmd.Stderr = f
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -104,7 +115,41 @@ func (p *proc) waitHTTP(ctx context.Context, url string) error {
 }
 
 func (p *proc) failure(what string) error {
-	return fmt.Errorf("%s %s; stderr ends:\n%s", p.name, what, p.tail.String())
+	return fmt.Errorf("%s %s; stderr ends:\n%s", p.name, what, p.stderrTail())
+}
+
+// stderrTail is the end of what the process wrote to stderr.
+func (p *proc) stderrTail() string {
+	if p.logFile == "" {
+		return p.tail.String()
+	}
+	f, err := os.Open(p.logFile)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > tailBytes {
+		f.Seek(-tailBytes, io.SeekEnd)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+// logLines counts the lines the process wrote to stderr so far.
+func (p *proc) logLines() (int64, error) {
+	if p.logFile == "" {
+		return p.lines.Load(), nil
+	}
+	f, err := os.Open(p.logFile)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	c := &lineCounter{n: new(atomic.Int64), w: io.Discard}
+	if _, err := io.Copy(c, f); err != nil {
+		return 0, err
+	}
+	return c.n.Load(), nil
 }
 
 // stop ends the process: stdin closed and SIGTERM (so a child role writes

@@ -139,8 +139,12 @@ func report(w io.Writer, o options, res *results) {
 	if res.index(kSame) >= 0 {
 		fmt.Fprintf(w, " \"Bare, same bytes\" is the bare proxy's code fed the same Cookie header, which it drops, forwarding a %d-byte token, X-Forwarded-For/Host/Proto and a random X-Request-Id (also on its response): our proxy's bytes without its logic.", res.idToken)
 	}
-	fmt.Fprintf(w, " Per-request logging is on in our main row: its process wrote %d log lines while answering %d requests (warm-ups included).\n\n",
-		res.logLines, res.requests[res.index(kOurs)])
+	sink := "to a file (as with `2>file`; nothing reads it during the run)"
+	if o.logSink == "pipe" {
+		sink = "to a pipe that this benchmark, which also drives the load, reads and counts"
+	}
+	fmt.Fprintf(w, " Per-request logging is on in our main row, its JSON lines going %s: the process wrote %d lines in all (start, sign-in and shutdown lines included) while answering %d requests (warm-ups included).\n\n",
+		sink, res.logLines, res.requests[res.index(kOurs)])
 	if o.cpuprofile != "" {
 		fmt.Fprintf(w, "The profiles cover %d requests to the bare proxy and %d to ours (warm-ups included)", res.requests[bare], res.requests[res.index(kOurs)])
 		if si := res.index(kSame); si >= 0 {

@@ -37,7 +37,7 @@ type results struct {
 	kinds    []kind
 	samples  [][][]sample // [conns index][round][target]
 	peaks    []procPeak   // of the throughput runs' proxies
-	logLines int64        // our proxy's stderr lines over the rounds
+	logLines int64        // our proxy's stderr lines, from start to exit
 	requests []int64      // requests each target answered over the rounds, warm-ups included
 	upstream string       // URL, reused by the later runs
 	cookie   int          // bytes of the Cookie header sent to our proxy
@@ -151,7 +151,6 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 		}
 	}
 
-	lines0 := ours.lines.Load()
 	res.requests = make([]int64, len(targets))
 	res.samples = make([][][]sample, len(b.o.conns))
 	for r := range b.o.rounds {
@@ -183,7 +182,9 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 			return nil, err
 		}
 	}
-	res.logLines = ours.lines.Load() - lines0
+	if res.logLines, err = ours.logLines(); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 
