@@ -22,7 +22,7 @@ const (
 // report prints the results as Markdown, ready to paste into a README.
 func report(w io.Writer, o options, res *results) {
 	fmt.Fprintf(w, "## twc-auth-proxy end-to-end benchmark\n\n")
-	fmt.Fprintf(w, "%s; load average %s before the run; loopback only. %d rounds; in each, for each connection count, every proxy gets %v of warm-up, then %v of measured closed-loop load cut into %d slices, the proxies taking turns slice by slice in mirrored passes (A B C, C B A, ...) whose start rotates between rounds. Absolute figures are medians over rounds; ratios and differences are taken within each round, then their median is shown with the range over rounds in brackets. CPU is the proxy process's own (all threads, /proc/PID/task/*/schedstat).\n\n",
+	fmt.Fprintf(w, "%s; load average %s before the run; loopback only. %d rounds; in each, for each connection count, every proxy gets %v of warm-up, then %v of measured closed-loop load cut into %d slices, the proxies taking turns slice by slice in mirrored passes (A B C, C B A, ...) whose start rotates between rounds. Absolute figures are medians over rounds; ratios and differences are taken within each round, then their median is shown with the range over rounds in brackets. CPU is the proxy process's own (all threads, /proc/PID/task/*/schedstat). Every round has fresh proxy processes; peak RSS is the highest of a proxy's processes.\n\n",
 		res.env, res.loadavg, o.rounds, o.warmup, o.duration, o.slices)
 	if o.cpuprofile != "" {
 		fmt.Fprintf(w, "**Profiled run**: the bare proxies and our main one ran under the CPU profiler, ours in the bench's in-process wiring, not the binary; use a run without -cpuprofile for the targets.\n\n")
@@ -143,7 +143,7 @@ func report(w io.Writer, o options, res *results) {
 	if o.logSink == "pipe" {
 		sink = "to a pipe that this benchmark, which also drives the load, reads and counts"
 	}
-	fmt.Fprintf(w, " Per-request logging is on in our main row, its JSON lines going %s: the process wrote %d lines in all (start, sign-in and shutdown lines included) while answering %d requests (warm-ups included).\n\n",
+	fmt.Fprintf(w, " Per-request logging is on in our main row, its JSON lines going %s: its processes wrote %d lines in all (their start and shutdown lines included) while answering %d requests (warm-ups and probes included).\n\n",
 		sink, res.logLines, res.requests[res.index(kOurs)])
 	if o.cpuprofile != "" {
 		fmt.Fprintf(w, "The profiles cover %d requests to the bare proxy and %d to ours (warm-ups included)", res.requests[bare], res.requests[res.index(kOurs)])

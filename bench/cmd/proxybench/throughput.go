@@ -62,11 +62,14 @@ type procPeak struct {
 	ours bool  // the RSS target applies
 }
 
-// throughput starts the upstream, the bare proxy, ours (with and without
-// request logs) and the optional references (bare without the cookie; bare
-// with our bytes, once a login has told the ID token's length), and runs
-// the rounds: for every round and every -conns value, each target once
-// (see round).
+// throughput starts the upstream, signs in once through our proxy, and
+// runs the rounds: for every round and every -conns value, each target
+// once (see round). Each round has proxy processes of its own (see fleet),
+// started before it and stopped after it, so that what differs between
+// two processes of the same program (where their threads run, how their
+// memory happens to lie) varies from round to round like any other noise,
+// and the medians see through it. A profiled run keeps one set of
+// processes throughout, so that each profile covers the whole run.
 func (b *bench) throughput(ctx context.Context) (*results, error) {
 	up, upAddr, err := b.child(ctx, "upstream", nil, "upstream")
 	if err != nil {
@@ -79,25 +82,18 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 	}
 	defer rm.idp.Close()
 
-	profile := func(name string) []string {
-		if b.o.cpuprofile == "" {
-			return nil
-		}
-		return []string{"-cpuprofile", filepath.Join(b.o.cpuprofile, name+".pprof")}
-	}
-	oursCfg := oursConfig{realm: rm, upstream: res.upstream, margin: 30 * time.Second, logRequests: true}
-	oursLabel := "twc-auth-proxy"
-	if b.o.cpuprofile != "" {
-		oursCfg.profile = filepath.Join(b.o.cpuprofile, "ours.pprof")
-		oursLabel = "twc-auth-proxy (in-process wiring, profiled)"
-	}
-	ours, oursAddr, err := b.ours(ctx, "twc-auth-proxy", oursCfg)
+	// The session cookie of a real login; every instance of our proxy
+	// opens it, as they share the session key.
+	login0, loginAddr, err := b.ours(ctx, "twc-auth-proxy-login", oursConfig{realm: rm, upstream: res.upstream, margin: 30 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	b.logf("signing in through %s and the fake TWC auth server", oursAddr)
-	cookies, err := login(ctx, "http://"+oursAddr, rm.user, rm.pass)
+	b.logf("signing in through %s and the fake TWC auth server", loginAddr)
+	cookies, err := login(ctx, "http://"+loginAddr, rm.user, rm.pass)
 	if err != nil {
+		return nil, err
+	}
+	if err := login0.stop(); err != nil {
 		return nil, err
 	}
 	cookie := cookieHeader(cookies)
@@ -108,84 +104,143 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 	}
 	res.idToken = len(sess.IDToken)
 
-	const path = "/api/bench"
-	var targets []loadTarget
-	var procs []*proc
-	add := func(k kind, name, label string, p *proc, addr, cookie string) {
-		targets = append(targets, loadTarget{name: name, addr: addr, req: getRequest(addr, path, cookie), pid: p.pid()})
-		res.kinds, res.labels, procs = append(res.kinds, k), append(res.labels, label), append(procs, p)
-	}
-	bare, bareAddr, err := b.child(ctx, "bare", nil, "bare", append([]string{"-upstream", res.upstream}, profile("bare")...)...)
-	if err != nil {
-		return nil, err
-	}
-	add(kBare, "bare", "bare ReverseProxy", bare, bareAddr, cookie)
-	if b.o.noCookie {
-		p, addr, err := b.child(ctx, "bare-no-cookie", nil, "bare", "-upstream", res.upstream)
-		if err != nil {
-			return nil, err
-		}
-		add(kNoCookie, "bare-nocookie", "bare ReverseProxy, requests without the cookie", p, addr, "")
-	}
-	if b.o.sameBytes {
-		p, addr, err := b.child(ctx, "bare-same-bytes", nil, "bare",
-			append([]string{"-upstream", res.upstream, "-token-len", strconv.Itoa(res.idToken)}, profile("bare-same-bytes")...)...)
-		if err != nil {
-			return nil, err
-		}
-		add(kSame, "bare-bytes", "bare ReverseProxy, same bytes", p, addr, cookie)
-	}
-	add(kOurs, "ours", oursLabel, ours, oursAddr, cookie)
-	if b.o.logOff {
-		quietCfg := oursCfg
-		quietCfg.logRequests, quietCfg.profile = false, ""
-		quiet, quietAddr, err := b.ours(ctx, "twc-auth-proxy-nolog", quietCfg)
-		if err != nil {
-			return nil, err
-		}
-		add(kQuiet, "ours-nolog", "twc-auth-proxy, log.requests: false", quiet, quietAddr, cookie)
-	}
-	for _, t := range targets {
-		if err := probe(t); err != nil {
-			return nil, err
-		}
-	}
-
-	res.requests = make([]int64, len(targets))
+	peaks := map[string]int64{}
+	var f *fleet
 	res.samples = make([][][]sample, len(b.o.conns))
 	for r := range b.o.rounds {
+		if f == nil {
+			tag := fmt.Sprintf("-r%d", r+1)
+			if b.o.cpuprofile != "" {
+				tag = ""
+			}
+			if f, err = b.startFleet(ctx, res, rm, cookie, tag); err != nil {
+				return nil, err
+			}
+			if res.labels == nil {
+				res.kinds, res.labels = f.kinds, f.labels
+				res.requests = make([]int64, len(f.targets))
+			}
+		}
 		for ci, conns := range b.o.conns {
-			row, err := b.round(ctx, targets, r, conns)
+			row, err := b.round(ctx, f.targets, r, conns)
 			if err != nil {
 				return nil, err
 			}
 			for ti, s := range row {
 				res.requests[ti] += int64(s.n + s.warm)
 				b.logf("round %d/%d  %3d conns  %-12s %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  %6.1f µs CPU/req  %d errors",
-					r+1, b.o.rounds, conns, targets[ti].name, s.rps(), ms(s.p50), ms(s.p99), s.cpuPerReq(), s.errs)
+					r+1, b.o.rounds, conns, f.targets[ti].name, s.rps(), ms(s.p50), ms(s.p99), s.cpuPerReq(), s.errs)
 			}
 			res.samples[ci] = append(res.samples[ci], row)
 		}
-	}
-	for i, p := range procs {
-		_, peak, err := memory(p.pid())
-		if err != nil {
-			return nil, err
+		if b.o.cpuprofile == "" || r == b.o.rounds-1 {
+			lines, err := f.stop(peaks)
+			if err != nil {
+				return nil, err
+			}
+			res.logLines += lines
+			f = nil
 		}
-		res.peaks = append(res.peaks, procPeak{name: res.labels[i], peak: peak, ours: res.kinds[i] >= kOurs})
+	}
+	for i, label := range res.labels {
+		res.peaks = append(res.peaks, procPeak{name: label, peak: peaks[label], ours: res.kinds[i] >= kOurs})
 	}
 	if _, peak, err := memory(up.pid()); err == nil {
 		res.peaks = append(res.peaks, procPeak{name: "upstream (context)", peak: peak})
 	}
-	for _, p := range procs { // free the CPUs for the next runs; all log lines are in once it has exited
-		if err := p.stop(); err != nil {
+	return res, nil
+}
+
+// fleet is one set of the proxies measured, in the order of a results row.
+type fleet struct {
+	targets []loadTarget
+	procs   []*proc
+	kinds   []kind
+	labels  []string
+	ours    *proc // whose log lines are counted
+}
+
+// startFleet starts bare, the optional references and our proxy (with and
+// without request logs); tag tells their log files apart.
+func (b *bench) startFleet(ctx context.Context, res *results, rm *realm, cookie, tag string) (*fleet, error) {
+	f := &fleet{}
+	const path = "/api/bench"
+	add := func(k kind, name, label string, p *proc, addr, cookie string) {
+		f.targets = append(f.targets, loadTarget{name: name, addr: addr, req: getRequest(addr, path, cookie), pid: p.pid()})
+		f.kinds, f.labels, f.procs = append(f.kinds, k), append(f.labels, label), append(f.procs, p)
+	}
+	profile := func(name string) []string {
+		if b.o.cpuprofile == "" {
+			return nil
+		}
+		return []string{"-cpuprofile", filepath.Join(b.o.cpuprofile, name+".pprof")}
+	}
+	bare, addr, err := b.child(ctx, "bare"+tag, nil, "bare", append([]string{"-upstream", res.upstream}, profile("bare")...)...)
+	if err != nil {
+		return nil, err
+	}
+	add(kBare, "bare", "bare ReverseProxy", bare, addr, cookie)
+	if b.o.noCookie {
+		p, addr, err := b.child(ctx, "bare-no-cookie"+tag, nil, "bare", "-upstream", res.upstream)
+		if err != nil {
+			return nil, err
+		}
+		add(kNoCookie, "bare-nocookie", "bare ReverseProxy, requests without the cookie", p, addr, "")
+	}
+	if b.o.sameBytes {
+		p, addr, err := b.child(ctx, "bare-same-bytes"+tag, nil, "bare",
+			append([]string{"-upstream", res.upstream, "-token-len", strconv.Itoa(res.idToken)}, profile("bare-same-bytes")...)...)
+		if err != nil {
+			return nil, err
+		}
+		add(kSame, "bare-bytes", "bare ReverseProxy, same bytes", p, addr, cookie)
+	}
+	oursCfg := oursConfig{realm: rm, upstream: res.upstream, margin: 30 * time.Second, logRequests: true}
+	oursLabel := "twc-auth-proxy"
+	if b.o.cpuprofile != "" {
+		oursCfg.profile = filepath.Join(b.o.cpuprofile, "ours.pprof")
+		oursLabel = "twc-auth-proxy (in-process wiring, profiled)"
+	}
+	ours, addr, err := b.ours(ctx, "twc-auth-proxy"+tag, oursCfg)
+	if err != nil {
+		return nil, err
+	}
+	add(kOurs, "ours", oursLabel, ours, addr, cookie)
+	f.ours = ours
+	if b.o.logOff {
+		quietCfg := oursCfg
+		quietCfg.logRequests, quietCfg.profile = false, ""
+		quiet, addr, err := b.ours(ctx, "twc-auth-proxy-nolog"+tag, quietCfg)
+		if err != nil {
+			return nil, err
+		}
+		add(kQuiet, "ours-nolog", "twc-auth-proxy, log.requests: false", quiet, addr, cookie)
+	}
+	for _, t := range f.targets {
+		if err := probe(t); err != nil {
 			return nil, err
 		}
 	}
-	if res.logLines, err = ours.logLines(); err != nil {
-		return nil, err
+	return f, nil
+}
+
+// stop records each process's peak RSS in peaks (the highest per label),
+// stops them all, freeing the CPUs, and returns how many lines our proxy
+// with request logs wrote (all are in once it has exited).
+func (f *fleet) stop(peaks map[string]int64) (int64, error) {
+	for i, p := range f.procs {
+		_, peak, err := memory(p.pid())
+		if err != nil {
+			return 0, err
+		}
+		peaks[f.labels[i]] = max(peaks[f.labels[i]], peak)
 	}
-	return res, nil
+	for _, p := range f.procs {
+		if err := p.stop(); err != nil {
+			return 0, err
+		}
+	}
+	return f.ours.logLines()
 }
 
 // round measures every target once at conns connections. The duration is
