@@ -586,17 +586,3 @@ session:
 		})
 	}
 }
-
-func TestGCPercent(t *testing.T) {
-	env := func(vars map[string]string) func(string) (string, bool) {
-		return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
-	}
-	if pct, ok := gcPercent(env(nil)); !ok || pct != defaultGCPercent {
-		t.Errorf("GOGC unset: got %d, %v; want %d, true", pct, ok, defaultGCPercent)
-	}
-	for _, v := range []string{"100", "off", ""} {
-		if pct, ok := gcPercent(env(map[string]string{"GOGC": v})); ok {
-			t.Errorf("GOGC=%q: the binary would set %d over the operator's value", v, pct)
-		}
-	}
-}

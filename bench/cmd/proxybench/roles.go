@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -213,9 +212,6 @@ func inprocProxy(ctx context.Context, c inprocConfig) (h http.Handler, flush fun
 	key, err := base64.RawURLEncoding.DecodeString(os.Getenv(envSessionKey))
 	if err != nil {
 		return nil, nil, fmt.Errorf("inproc: %s: %w", envSessionKey, err)
-	}
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(200) // as cmd/twc-auth-proxy's main does
 	}
 	out := proxy.NewLogWriter(os.Stderr, time.Second)
 	log := jsonLogger(out)
