@@ -96,9 +96,9 @@ const tokenScheme = "Token "
 // built once with the token, so the requests that reuse that decoded
 // session (see the decode cache) do not build a 500-byte string each.
 func (s *Session) TokenHeader() string {
-	// Same bytes as IDToken (a pointer-equal suffix in the usual case,
-	// which compares in constant time); else IDToken was replaced after
-	// Load and the value is built afresh.
+	// Same bytes as IDToken: in the usual case a suffix sharing IDToken's
+	// memory, which the runtime sees as equal without reading the bytes.
+	// Else IDToken was replaced after Load and the value is built afresh.
 	if len(s.tokenHeader) == len(tokenScheme)+len(s.IDToken) && s.tokenHeader[len(tokenScheme):] == s.IDToken {
 		return s.tokenHeader
 	}
