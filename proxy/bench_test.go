@@ -56,7 +56,11 @@ func newBenchServer(b *testing.B, logRequests bool) *benchServer {
 	auth.ep.Store(ep)
 	up, _ := url.Parse("http://127.0.0.1:8111")
 	cb, _ := url.Parse("http://127.0.0.1:4180/oauth2/callback")
-	s, err := New(Config{Upstream: up, RedirectURL: cb, RefreshMargin: 30 * time.Second, LogRequests: logRequests}, log, store, auth, m)
+	cfg := Config{Upstream: up, RedirectURL: cb, RefreshMargin: 30 * time.Second, LogRequests: logRequests}
+	if logRequests {
+		cfg.RequestLog = discard{} // as the binary with its JSON logger
+	}
+	s, err := New(cfg, log, store, auth, m)
 	if err != nil {
 		b.Fatal(err)
 	}

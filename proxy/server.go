@@ -8,6 +8,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Fixed routes on the proxy listener. The callback path comes from
@@ -50,6 +52,12 @@ type Config struct {
 	PostLogoutRedirectURL string
 	// LogRequests logs one line per request (the default in production).
 	LogRequests bool
+	// RequestLog, when set, receives those lines directly instead of
+	// through the logger: one JSON line per Write, the bytes the binary's
+	// JSON logger would write (see requestlog.go), at a quarter of the
+	// cost. It must be safe for concurrent use. Lines are still written
+	// only while the logger has the info level enabled.
+	RequestLog io.Writer
 	// ServiceAccount, when set, serves requests on its routes that carry
 	// no user session with the service identity's token.
 	ServiceAccount *ServiceAccount
@@ -69,6 +77,7 @@ type Server struct {
 	rp           *httputil.ReverseProxy
 	callbackPath string
 	apiVerifier  atomic.Pointer[apiVerifier]
+	requestLog   *requestLog // nil: request lines go through log
 }
 
 // New builds the proxy handler. auth must be discovered (Run) before
@@ -95,6 +104,9 @@ func New(cfg Config, log *zap.Logger, store *session.Store, auth *AuthServer, m 
 	switch s.callbackPath {
 	case pathStart, pathSignOut, pathUserInfo, pathAuth:
 		return nil, fmt.Errorf("proxy: redirect URL path %q collides with a fixed route", s.callbackPath)
+	}
+	if cfg.RequestLog != nil {
+		s.requestLog = newRequestLog(cfg.RequestLog)
 	}
 	s.refresher = newRefresher(auth, func() time.Time { return s.now() })
 	s.rp = s.newReverseProxy()
@@ -130,6 +142,12 @@ func (s *Server) finish(w *recorder, r *http.Request) {
 	code := w.status()
 	s.m.request(code)
 	if !s.cfg.LogRequests {
+		return
+	}
+	if s.requestLog != nil {
+		if s.log.Core().Enabled(zapcore.InfoLevel) {
+			s.requestLog.write(w, r, time.Now())
+		}
 		return
 	}
 	// Only the path is logged: query strings can carry codes and tokens.

@@ -103,10 +103,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		},
 		session: session.Options{CookieName: defaultCookieName, Secrets: [][]byte{key}, Path: "/", MaxAge: 12 * time.Hour},
 	}
-	log, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
+	log, lines, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
 	if err != nil {
 		return err
 	}
+	cfg.proxy.RequestLog = lines
 	a, err := newApp(cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err

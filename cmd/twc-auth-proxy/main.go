@@ -77,10 +77,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// per line would double its cost, and a request never waits for one.
 	out := proxy.NewLogWriter(stderr, time.Second)
 	defer out.Close()
-	log, err := newLogger(cfg.logFormat, cfg.logLevel, out)
+	log, lines, err := newLogger(cfg.logFormat, cfg.logLevel, out)
 	if err != nil {
 		return err
 	}
+	cfg.proxy.RequestLog = lines
 
 	if u := cfg.proxy.RedirectURL; cfg.session.Secure && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
 		// Browsers drop Secure cookies set over plain http (except on
@@ -234,12 +235,21 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// newLogger builds the zap logger: JSON lines by default, or console.
-func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
+// newLogger builds the zap logger: JSON lines by default, or console. With
+// JSON it also returns the writer for the proxy's request lines
+// (proxy.Config.RequestLog): the same sink, which the proxy writes in the
+// logger's shape without going through it.
+func newLogger(format, level string, w io.Writer) (log *zap.Logger, requestLines io.Writer, err error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
+		return nil, nil, fmt.Errorf("log.level: %w", err)
 	}
+	ws := zapcore.AddSync(w)
+	if _, safe := w.(*proxy.LogWriter); !safe {
+		ws = zapcore.Lock(ws)
+	}
+	// proxy/requestlog.go writes these keys and encodings too; change
+	// them together (TestRequestLineMatchesLogger).
 	ec := zap.NewProductionEncoderConfig()
 	ec.TimeKey = "time"
 	ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
@@ -249,11 +259,8 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewConsoleEncoder(ec)
 	} else {
 		enc = zapcore.NewJSONEncoder(ec)
-	}
-	ws := zapcore.AddSync(w)
-	if _, safe := w.(*proxy.LogWriter); !safe {
-		ws = zapcore.Lock(ws)
+		requestLines = ws
 	}
 	core := zapcore.NewCore(enc, ws, lvl)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), requestLines, nil
 }

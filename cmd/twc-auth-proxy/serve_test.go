@@ -18,10 +18,11 @@ import (
 func serveApp(t *testing.T, cfg *settings, proxyLn, metricsLn net.Listener, format, level string) *syncBuffer {
 	t.Helper()
 	logs := &syncBuffer{}
-	log, err := newLogger(format, level, logs)
+	log, lines, err := newLogger(format, level, logs)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.proxy.RequestLog = lines
 	a, err := newApp(cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("newApp: %v", err)

@@ -237,6 +237,7 @@ func inprocProxy(ctx context.Context, c inprocConfig) (h http.Handler, flush fun
 		RefreshMargin:   30 * time.Second,
 		UpstreamTimeout: 60 * time.Second,
 		LogRequests:     c.logRequests,
+		RequestLog:      out, // as the binary does with its JSON logger
 	}, log, store, auth, m)
 	if err != nil {
 		return nil, nil, err
