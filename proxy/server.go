@@ -54,7 +54,7 @@ type Config struct {
 	LogRequests bool
 	// RequestLog, when set, receives those lines directly instead of
 	// through the logger: one JSON line per Write, the bytes the binary's
-	// JSON logger would write (see requestlog.go), at a quarter of the
+	// JSON logger would write (see requestlog.go), at a third of the
 	// cost. It must be safe for concurrent use. Lines are still written
 	// only while the logger has the info level enabled.
 	RequestLog io.Writer

@@ -74,7 +74,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// One log line per request goes into a buffer that a goroutine of its
 	// own writes out every second, or at 64 KiB (and on exit): a write(2)
-	// per line would cost four times as much, and a request never waits for one.
+	// per line would cost four times as much, and a request never waits
+	// for one.
 	out := proxy.NewLogWriter(stderr, time.Second)
 	defer out.Close()
 	log, lines, err := newLogger(cfg.logFormat, cfg.logLevel, out)
