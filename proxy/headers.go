@@ -6,10 +6,11 @@ import (
 )
 
 // identityHeaders are request headers an upstream might take as proof of
-// who the caller is. Clients must never be able to send them through.
-// Names are compared case-insensitively with '_' read as '-', because some
-// upstream frameworks (CGI, PHP, Django) fold X_Forwarded_User and
-// X-Forwarded-User into the same variable.
+// who the caller is, or as the path or method the caller "really" asked
+// for. Clients must never be able to send them through. Names are compared
+// case-insensitively with '_' read as '-', because some upstream frameworks
+// (CGI, PHP, Django) fold X_Forwarded_User and X-Forwarded-User into the
+// same variable.
 var identityHeaders = []string{
 	"authorization",
 	"x-auth-secret",
@@ -19,6 +20,15 @@ var identityHeaders = []string{
 	"x-email",
 	"x-real-ip",
 	"forwarded",
+	// Overrides of the request target and method, honoured by Symfony,
+	// Laravel, IIS and others: the proxy decides skip_auth and
+	// service-account routes on the method and path it sees, so the
+	// upstream must see the same.
+	"x-original-url",
+	"x-rewrite-url",
+	"x-http-method-override",
+	"x-http-method",
+	"x-method-override",
 }
 
 // identityPrefixes are families of such headers: every X-Forwarded-* (the

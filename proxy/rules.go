@@ -48,9 +48,9 @@ func isMethodToken(s string) bool {
 
 // skipAuth reports whether r may pass without a session. Rules see the
 // decoded path only (never the query), and only when that path is already
-// canonical: a path with //, /./, /../, a backslash or an encoded slash
-// could mean one thing to the regex and another to the upstream, so it
-// needs a session.
+// canonical: a path with //, /./, /../, a backslash, an encoded slash or a
+// semicolon could mean one thing to the regex and another to the upstream,
+// so it needs a session.
 func (s *Server) skipAuth(r *http.Request) bool {
 	if len(s.cfg.SkipAuth) == 0 {
 		return false
@@ -68,9 +68,12 @@ func (s *Server) skipAuth(r *http.Request) bool {
 }
 
 // canonicalPath reports whether p (decoded) with its raw form rawPath is
-// free of anything a server could resolve differently.
+// free of anything a server could resolve differently. A ';' is refused
+// because servlet containers (Tomcat, Jetty) drop ";params" from each
+// segment before resolving dot segments: to them /static/..;/admin is
+// /admin, while path.Clean keeps "..;" as a name.
 func canonicalPath(p, rawPath string) bool {
-	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\\\x00") {
+	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\\\x00;") {
 		return false
 	}
 	if rawPath != "" {

@@ -32,6 +32,11 @@ func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
 		"X-Forwarded-Proto":      {"https"},
 		"Forwarded":              {"for=6.6.6.6"},
 		"Connection":             {"Authorization, X-Request-Id"},
+		"X-Original-Url":         {"/admin"},
+		"X-Rewrite-Url":          {"/admin"},
+		"X_HTTP_Method_Override": {"DELETE"},
+		"X-Http-Method":          {"DELETE"},
+		"X-Method-Override":      {"DELETE"},
 		"X-Dashboard-Preference": {"dark"},
 	}
 	resp, _ := h.do(c, http.MethodGet, "/api/data", hostile)
@@ -43,7 +48,8 @@ func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
 	for name := range got {
 		switch n := strings.ToLower(strings.ReplaceAll(name, "_", "-")); {
 		case n == "x-auth-secret", n == "remote-user", n == "forwarded", strings.HasPrefix(n, "x-auth-request"),
-			n == "x-forwarded-user", n == "x-forwarded-email":
+			n == "x-forwarded-user", n == "x-forwarded-email", n == "x-original-url", n == "x-rewrite-url",
+			strings.Contains(n, "method"):
 			t.Errorf("identity header %s reached the upstream", name)
 		}
 	}
@@ -198,6 +204,13 @@ func TestSkipAuth(t *testing.T) {
 		{"GET", "/private/..%2Fstatic/x", false},
 		{"GET", "/static%5c..%5cprivate", false},
 		{"GET", "/healthz/", false},
+		// Servlet containers drop ";params" before resolving "..": to
+		// Tomcat these are /private and /admin.
+		{"GET", "/static/..;/private", false},
+		{"GET", "/static/%2e%2e;/private", false},
+		{"GET", "/static/..;x=1/admin", false},
+		{"GET", "/static/app.js;jsessionid=abc", false},
+		{"GET", "/static/..%3b/private", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
