@@ -152,8 +152,7 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	if sc := res.Header["Set-Cookie"]; len(sc) > 0 {
 		kept := sc[:0]
 		for _, line := range sc {
-			name, _, _ := strings.Cut(line, "=")
-			if !s.store.IsOwnCookie(strings.TrimSpace(name)) {
+			if !s.setsOwnCookie(line) {
 				kept = append(kept, line)
 			}
 		}
@@ -164,6 +163,25 @@ func (s *Server) modifyResponse(res *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// setsOwnCookie reports whether a browser would take the Set-Cookie line
+// as one of the proxy's cookies. Browsers (RFC 6265bis §5.6) cut the line
+// at the first ';' and the pair at the first '='; a pair without '=' is a
+// cookie with an empty name, and such a cookie is sent back as its bare
+// value, which servers read as NAME=VALUE: "=_twc_session=x" comes back as
+// the session cookie. So for an empty name the value's own name counts.
+func (s *Server) setsOwnCookie(line string) bool {
+	pair, _, _ := strings.Cut(line, ";")
+	name, value, ok := strings.Cut(pair, "=")
+	if !ok {
+		name, value = "", pair
+	}
+	if name = strings.TrimSpace(name); name == "" {
+		name, _, _ = strings.Cut(value, "=")
+		name = strings.TrimSpace(name)
+	}
+	return s.store.IsOwnCookie(name)
 }
 
 // upstreamError answers a request the upstream did not: 504 on a timeout,

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,6 +159,34 @@ func TestCookiesPassExceptOurs(t *testing.T) {
 	}
 	if len(names) != 1 || names[0] != "twc-rest-session-id" {
 		t.Errorf("cookies set on the client = %v, want only the upstream's twc-rest-session-id", names)
+	}
+}
+
+// The upstream cannot plant or clear the proxy's cookies with lines that
+// browsers parse differently from a naive "name before the first '='":
+// a nameless cookie is sent back as its bare value, so "=_twc_session=x"
+// would come back as the session cookie.
+func TestUpstreamCannotSetOwnCookiesSideways(t *testing.T) {
+	lines := []string{
+		"=_twc_session=planted; Path=/x",
+		"_twc_session; Path=/y",
+		" _twc_session =planted",
+		"= _twc_session=planted",
+		"_twc_session_1=chunk; Path=/",
+		"twc-rest-session-id=seat-1; Path=/osmc",
+		"pref=_twc_session=x",
+	}
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Set-Cookie"] = lines
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	resp, _ := h.fetch(c, "/osmc/login")
+	got := resp.Header["Set-Cookie"]
+	want := []string{"twc-rest-session-id=seat-1; Path=/osmc", "pref=_twc_session=x"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Set-Cookie lines reaching the client:\n%q\nwant only\n%q", got, want)
 	}
 }
 
