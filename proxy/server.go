@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -185,6 +186,13 @@ type recorder struct {
 	// setting them costs no allocation each; see value.
 	vals [6]string
 	used int
+
+	// ownCookies are the Set-Cookie lines the proxy wrote before
+	// forwarding (a refreshed session); held is set while an upstream's
+	// 1xx took them and X-Request-Id out of the header map (see
+	// WriteHeader).
+	ownCookies []string
+	held       bool
 }
 
 // value returns v as a header value slice ([]string{v}) backed by w.vals
@@ -200,7 +208,21 @@ func (w *recorder) value(v string) []string {
 	return w.vals[i : i+1 : i+1]
 }
 
+// WriteHeader records the request's status. An informational status
+// (100 Continue, 103 Early Hints) is not one: ReverseProxy passes an
+// upstream's 1xx on with whatever the header map holds and then clears the
+// map, which would send the proxy's own headers with the 1xx, where
+// browsers ignore cookies, and drop them from the final answer. So the 1xx
+// goes out without Set-Cookie, and the proxy's cookies and X-Request-Id
+// are put back for the final answer.
 func (w *recorder) WriteHeader(code int) {
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		delete(w.Header(), "Set-Cookie")
+		w.held = true
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.restore()
 	if w.code == 0 {
 		w.code = code
 	}
@@ -208,10 +230,25 @@ func (w *recorder) WriteHeader(code int) {
 }
 
 func (w *recorder) Write(b []byte) (int, error) {
+	w.restore()
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
+}
+
+// restore puts back what a 1xx took out of the header map (see
+// WriteHeader), ahead of the final answer's own values.
+func (w *recorder) restore() {
+	if !w.held {
+		return
+	}
+	w.held = false
+	h := w.Header()
+	h["X-Request-Id"] = append([]string{w.id}, h["X-Request-Id"]...)
+	if len(w.ownCookies) > 0 {
+		h["Set-Cookie"] = append(slices.Clip(w.ownCookies), h["Set-Cookie"]...)
+	}
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -22,6 +22,7 @@ type proxyStateKey struct{}
 // the service account's token.
 func (s *Server) forward(w *recorder, r *http.Request, authorization string, service bool) {
 	w.authorization, w.service, w.upstreamStart = authorization, service, time.Now()
+	w.ownCookies = w.Header()["Set-Cookie"] // a refreshed session's, kept across a 1xx
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, w)))
 }
 

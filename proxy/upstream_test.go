@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
@@ -460,5 +463,77 @@ func TestStoreIsShared(t *testing.T) {
 	stripOwnCookies(h, st.IsOwnCookie)
 	if got := h.Get("Cookie"); got != "other=3" {
 		t.Errorf("Cookie = %q, want other=3", got)
+	}
+}
+
+// An upstream's 1xx (103 Early Hints; 100 Continue to a client that sent
+// Expect) reaches the client, and the final answer still carries what the
+// proxy set: the refreshed session cookie and X-Request-Id. The 1xx is not
+// the request's status in the metrics.
+func TestInformationalAnswerKeepsOwnHeaders(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		method string
+		code   int
+	}{
+		{"early hints", http.MethodGet, http.StatusEarlyHints},
+		{"continue", http.MethodPost, http.StatusContinue},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, c := signedIn(t, func(o *harnessOpts) {
+				o.upstream = func(w http.ResponseWriter, r *http.Request) {
+					if r.Method == http.MethodGet {
+						w.Header().Set("Link", "</app.css>; rel=preload")
+						w.WriteHeader(http.StatusEarlyHints)
+						w.Header().Del("Link")
+					}
+					io.Copy(w, r.Body) // with Expect: 100-continue, Go's server sends the 100 here
+				}
+			})
+			h.clock.Advance(4*time.Minute + 45*time.Second) // inside the refresh margin
+			var got []int
+			var setCookieIn1xx bool
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
+				got = append(got, code)
+				setCookieIn1xx = setCookieIn1xx || len(hdr["Set-Cookie"]) > 0
+				return nil
+			}}
+			ctx := httptrace.WithClientTrace(context.Background(), trace)
+			req, err := http.NewRequestWithContext(ctx, tt.method, h.proxy.URL+"/page", strings.NewReader("body"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Accept", "application/json")
+			if tt.method == http.MethodPost {
+				req.Header.Set("Expect", "100-continue")
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if !slices.Contains(got, tt.code) {
+				t.Errorf("1xx answers seen by the client: %v, want %d among them", got, tt.code)
+			}
+			if setCookieIn1xx {
+				t.Error("a 1xx carried Set-Cookie")
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("final status %d", resp.StatusCode)
+			}
+			if h.idp.TokenCalls("refresh_token") != 1 {
+				t.Fatalf("refresh calls = %d, want 1", h.idp.TokenCalls("refresh_token"))
+			}
+			if !setsCookie(resp, "_twc_session") {
+				t.Error("the final answer lacks the refreshed session cookie")
+			}
+			if resp.Header.Get("X-Request-Id") == "" {
+				t.Error("the final answer lacks X-Request-Id")
+			}
+			if n := h.metric("twc_auth_proxy_requests_total", map[string]string{"code": strconv.Itoa(tt.code)}); n != 0 {
+				t.Errorf("requests_total{code=%d} = %v, want 0", tt.code, n)
+			}
+		})
 	}
 }
