@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -311,5 +312,37 @@ func TestLoginReplacesSession(t *testing.T) {
 	json.Unmarshal([]byte(body), &claims)
 	if claims.Sub != "bob" {
 		t.Fatalf("userinfo sub = %q after second login, want bob; body %s", claims.Sub, body)
+	}
+}
+
+// A local return path longer than the flow cookie can hold (safeReturnPath
+// takes up to 2 KiB) still signs the user in, landing on "/"; a long path
+// that fits is kept.
+func TestLongReturnPath(t *testing.T) {
+	h := newHarness(t, func(o *harnessOpts) { o.idp.AdvertisePKCE = true })
+	for _, tt := range []struct {
+		n    int
+		want string // Location after the callback; "" means the path itself
+	}{
+		{1500, ""},
+		{2040, "/"},
+	} {
+		t.Run(strconv.Itoa(tt.n), func(t *testing.T) {
+			c := h.browser()
+			target := "/" + strings.Repeat("a", tt.n-1)
+			resp, _ := h.navigate(c, target)
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("navigation to a %d-byte path: got %d, want 302 to sign in", tt.n, resp.StatusCode)
+			}
+			cb := h.signInAt(c, resp, testUser, testPassword)
+			resp, _ = h.navigate(c, cb.String())
+			want := tt.want
+			if want == "" {
+				want = target
+			}
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != want {
+				t.Fatalf("after the callback: %d to a %d-byte Location, want 302 to %d bytes", resp.StatusCode, len(loc), len(want))
+			}
+		})
 	}
 }

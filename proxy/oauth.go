@@ -50,7 +50,17 @@ func (s *Server) redirectToLogin(w *recorder, r *http.Request, ep *endpoints, re
 		flow.Verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(flow.Verifier))
 	}
-	if err := s.store.SaveFlow(w, r, flow); err != nil {
+	err := s.store.SaveFlow(w, r, flow)
+	if errors.Is(err, session.ErrTooLarge) && flow.ReturnTo != "/" {
+		// A local path too long for the flow cookie (safeReturnPath
+		// allows 2 KiB; the sealed cookie holds a little less): sign in
+		// all the same, and land on "/".
+		s.log.Info("return path too long to keep through sign-in; the user lands on /",
+			zap.String("request_id", w.id), zap.Int("length", len(flow.ReturnTo)))
+		flow.ReturnTo = "/"
+		err = s.store.SaveFlow(w, r, flow)
+	}
+	if err != nil {
 		s.log.Error("save login flow", zap.String("request_id", w.id), zap.Error(err))
 		s.fail(w, r, http.StatusInternalServerError, "Could not start sign-in", "The proxy could not store the sign-in state.")
 		return
