@@ -29,7 +29,8 @@ type ServiceAccountConfig struct {
 	// Routes are path regexes served with the service token; none means
 	// every request.
 	Routes []*regexp.Regexp
-	// RefreshMargin: renew the token this long before it expires.
+	// RefreshMargin: renew the token this long before it expires, or
+	// halfway through its life if that comes later.
 	RefreshMargin time.Duration
 }
 
@@ -70,6 +71,12 @@ type serviceToken struct {
 	idToken      string
 	refreshToken string
 	expiry       time.Time
+	margin       time.Duration // renew this long before expiry
+}
+
+// due reports whether t should be renewed at now.
+func (t *serviceToken) due(now time.Time) bool {
+	return needsRefresh(t.expiry, now, t.margin)
 }
 
 // NewServiceAccount returns a service account that gets its tokens from auth.
@@ -105,7 +112,7 @@ func (sa *ServiceAccount) Token(ctx context.Context) (string, error) {
 	sa.mu.Lock()
 	tok, retryAt, lastErr := sa.tok, sa.retryAt, sa.lastErr
 	sa.mu.Unlock()
-	if tok != nil && !needsRefresh(tok.expiry, now, sa.cfg.RefreshMargin) {
+	if tok != nil && !tok.due(now) {
 		return tok.idToken, nil
 	}
 	stillValid := tok != nil && now.Before(tok.expiry)
@@ -133,7 +140,7 @@ func (sa *ServiceAccount) renew(ctx context.Context) (string, error) {
 	sa.mu.Lock()
 	old := sa.tok
 	sa.mu.Unlock()
-	if old != nil && !needsRefresh(old.expiry, sa.now(), sa.cfg.RefreshMargin) {
+	if old != nil && !old.due(sa.now()) {
 		return old.idToken, nil // another flight just renewed it
 	}
 	ep := sa.auth.endpoints()
@@ -219,7 +226,15 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 	if rt == "" {
 		rt = oldRefresh
 	}
-	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry}, nil
+	// A token that lives no longer than the margin would be due at once
+	// and fetched anew for every request: renew it halfway instead. Its
+	// lifetime is exp-iat, both by the auth server's clock.
+	issued := idt.IssuedAt
+	if issued.IsZero() || !issued.Before(idt.Expiry) {
+		issued = sa.now()
+	}
+	margin := max(0, min(sa.cfg.RefreshMargin, idt.Expiry.Sub(issued)/2))
+	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry, margin: margin}, nil
 }
 
 // addCookies puts the jar's cookies for u into h, replacing any the caller

@@ -301,3 +301,31 @@ func TestAPITokensDisabledStripsAuthorization(t *testing.T) {
 		t.Error("a caller's Authorization passed through while api_tokens is disabled")
 	}
 }
+
+// TestServiceAccountShortLivedToken: a token that lives no longer than
+// refresh_margin is still reused for half its life, not fetched anew for
+// every request.
+func TestServiceAccountShortLivedToken(t *testing.T) {
+	h := newHarness(t, withService(nil), func(o *harnessOpts) { o.idp.TokenTTL = 20 * time.Second }) // margin 30 s
+	get := func() string {
+		t.Helper()
+		if resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d %s", resp.StatusCode, body)
+		}
+		return tokenOf(t, h.lastUpstream())
+	}
+	first := get()
+	for range 9 {
+		if get() != first {
+			t.Fatal("a 20 s token was not reused")
+		}
+	}
+	h.clock.Advance(9 * time.Second)
+	if get() != first || len(h.idp.TokenRequests()) != 1 {
+		t.Fatalf("token calls = %d within the first half of a 20 s token, want 1", len(h.idp.TokenRequests()))
+	}
+	h.clock.Advance(2 * time.Second) // 11 s: past half its life
+	if get() == first || h.idp.TokenCalls("refresh_token") != 1 {
+		t.Fatalf("the token was not renewed past half its life (refresh calls %d)", h.idp.TokenCalls("refresh_token"))
+	}
+}
