@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
@@ -47,18 +46,17 @@ const (
 
 // ServiceAccount holds the service identity's ID token in memory, shared by
 // all requests, and renews it before expiry with one call to the auth
-// server however many requests wait. It also keeps the cookies the upstream
-// sets for that identity (TWC REST's twc-rest-session-id holds a license
-// seat), so service traffic reuses one TWC session instead of opening one
-// per request. It is safe for concurrent use.
+// server however many requests wait. It also keeps the service identity's TWC session (see
+// serviceSession), so service traffic shares one TWC session instead of
+// opening one per request. It is safe for concurrent use.
 type ServiceAccount struct {
-	cfg   ServiceAccountConfig
-	auth  *AuthServer
-	log   *zap.Logger
-	m     *Metrics
-	now   func() time.Time
-	group singleflight.Group
-	jar   *cookiejar.Jar
+	cfg     ServiceAccountConfig
+	auth    *AuthServer
+	log     *zap.Logger
+	m       *Metrics
+	now     func() time.Time
+	group   singleflight.Group
+	session *serviceSession
 
 	mu       sync.Mutex
 	tok      *serviceToken
@@ -84,8 +82,7 @@ func NewServiceAccount(cfg ServiceAccountConfig, auth *AuthServer, log *zap.Logg
 	if cfg.ClientID == "" {
 		cfg.ClientID = auth.cfg.ClientID
 	}
-	jar, _ := cookiejar.New(nil) // cannot fail without options
-	return &ServiceAccount{cfg: cfg, auth: auth, log: log, m: m, now: time.Now, jar: jar}
+	return &ServiceAccount{cfg: cfg, auth: auth, log: log, m: m, now: time.Now, session: newServiceSession(log)}
 }
 
 // matches reports whether path is served with the service token. Like
@@ -237,32 +234,11 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry, margin: margin}, nil
 }
 
-// addCookies puts the jar's cookies for u into h, replacing any the caller
-// sent under the same names.
-func (sa *ServiceAccount) addCookies(h http.Header, u *url.URL) {
-	cookies := sa.jar.Cookies(u)
-	if len(cookies) == 0 {
-		return
+// answered looks at the upstream's answer to a service request: it keeps
+// the cookies and ends the opener's turn at the TWC session gate.
+func (sa *ServiceAccount) answered(res *http.Response, opener bool) {
+	sa.session.keepCookies(res)
+	if opener {
+		sa.session.opened(res.StatusCode)
 	}
-	names := make(map[string]bool, len(cookies))
-	parts := make([]string, 0, len(cookies))
-	for _, c := range cookies {
-		names[c.Name] = true
-		parts = append(parts, c.Name+"="+c.Value)
-	}
-	stripOwnCookies(h, func(name string) bool { return names[name] })
-	if prev := h.Get("Cookie"); prev != "" {
-		parts = append([]string{prev}, parts...)
-	}
-	h.Set("Cookie", strings.Join(parts, "; "))
-}
-
-// keepCookies moves the upstream's Set-Cookie lines of a service response
-// into the jar: they belong to the service identity, never to the caller.
-func (sa *ServiceAccount) keepCookies(res *http.Response) {
-	if len(res.Header["Set-Cookie"]) == 0 {
-		return
-	}
-	sa.jar.SetCookies(res.Request.URL, res.Cookies())
-	delete(res.Header, "Set-Cookie")
 }
