@@ -37,16 +37,26 @@ type ServiceAccountConfig struct {
 // had (bad credentials, auth server down) and the retry backoff runs.
 var ErrServiceAccountUnavailable = errors.New("service account token unavailable")
 
-// Retry backoff after a failed fetch: doubling from the first to the cap, so
-// wrong credentials never turn into a tight loop against the auth server.
+// Retry backoff after a failed fetch, and the hold between two tokens
+// dropped because the upstream rejected them: doubling from the first to
+// the cap, so wrong credentials or an upstream that rejects every token
+// never turn into a tight loop against the auth server.
 const (
 	serviceBackoffFirst = time.Second
 	serviceBackoffMax   = 5 * time.Minute
 )
 
+// serviceBackoff is the wait after the nth failure in a row, jittered over
+// its upper half.
+func serviceBackoff(n int) time.Duration {
+	b := min(serviceBackoffFirst<<min(n-1, 20), serviceBackoffMax)
+	return b/2 + rand.N(b/2+1)
+}
+
 // ServiceAccount holds the service identity's ID token in memory, shared by
 // all requests, and renews it before expiry with one call to the auth
-// server however many requests wait. It also keeps the service identity's TWC session (see
+// server however many requests wait; a token the upstream rejects is
+// dropped. It also keeps the service identity's TWC session (see
 // serviceSession), so service traffic shares one TWC session instead of
 // opening one per request. It is safe for concurrent use.
 type ServiceAccount struct {
@@ -63,6 +73,8 @@ type ServiceAccount struct {
 	failures int
 	retryAt  time.Time
 	lastErr  error
+	drops    int       // tokens dropped on upstream 401s in a row
+	dropHold time.Time // no token is dropped before then
 }
 
 type serviceToken struct {
@@ -158,8 +170,7 @@ func (sa *ServiceAccount) renew(ctx context.Context) (string, error) {
 	defer sa.mu.Unlock()
 	if err != nil {
 		sa.failures++
-		backoff := min(serviceBackoffFirst<<min(sa.failures-1, 20), serviceBackoffMax)
-		backoff = backoff/2 + rand.N(backoff/2+1)
+		backoff := serviceBackoff(sa.failures)
 		sa.retryAt, sa.lastErr = sa.now().Add(backoff), err
 		result := "error"
 		var te *TokenError
@@ -234,11 +245,46 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry, margin: margin}, nil
 }
 
-// answered looks at the upstream's answer to a service request: it keeps
-// the cookies and ends the opener's turn at the TWC session gate.
-func (sa *ServiceAccount) answered(res *http.Response, opener bool) {
+// answered looks at the upstream's answer to a service request that carried
+// idToken: it keeps the cookies, drops the token on a 401, and ends the
+// opener's turn at the TWC session gate.
+func (sa *ServiceAccount) answered(res *http.Response, idToken string, opener bool) {
 	sa.session.keepCookies(res)
+	if res.StatusCode == http.StatusUnauthorized {
+		sa.rejected(idToken)
+	}
 	if opener {
 		sa.session.opened(res.StatusCode)
 	}
+}
+
+// rejected drops idToken, which the upstream answered with 401, together
+// with the TWC session opened for it, so that the next request fetches a
+// new token (client_credentials) and opens a new session: TWC REST stops
+// accepting a token that was revoked or signed with a replaced key, and an
+// unlimited token would otherwise be rejected until restart. A 401 to a
+// token that is no longer the current one changes nothing, nor does one
+// within the hold after a drop, which grows like the fetch backoff: an
+// upstream that rejects every token costs one token call per hold, not one
+// per request. The hold starts over once a drop comes a full backoff cap
+// after the previous hold ended.
+func (sa *ServiceAccount) rejected(idToken string) {
+	now := sa.now()
+	sa.mu.Lock()
+	if sa.tok == nil || sa.tok.idToken != idToken || now.Before(sa.dropHold) {
+		sa.mu.Unlock()
+		return
+	}
+	if now.Sub(sa.dropHold) > serviceBackoffMax {
+		sa.drops = 0
+	}
+	sa.drops++
+	hold := serviceBackoff(sa.drops)
+	sa.tok, sa.dropHold = nil, now.Add(hold)
+	sa.session.drop()
+	sa.m.serviceExpiry.Store(0)
+	sa.mu.Unlock()
+	sa.log.Warn("upstream rejected the service account token; dropped it and its TWC session",
+		zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID),
+		zap.Int("status", http.StatusUnauthorized), zap.Duration("next_drop_after", hold))
 }

@@ -145,7 +145,7 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
 		if st.service {
-			s.cfg.ServiceAccount.answered(res, st.opensSession)
+			s.cfg.ServiceAccount.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.opensSession)
 			st.opensSession = false
 			return nil
 		}
