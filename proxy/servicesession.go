@@ -44,7 +44,8 @@ type serviceSession struct {
 	// sessionless: before any session was seen, the request opening one
 	// got a successful answer that set none. The upstream serves such
 	// requests without a TWC session (a dashboard, say): holding requests
-	// back would only add latency, so the gate stays open.
+	// back would only add latency, so the gate stays open until a session
+	// cookie turns up after all.
 	sessionless atomic.Bool
 
 	mu      sync.Mutex
@@ -172,5 +173,6 @@ func (s *serviceSession) note(c *http.Cookie, now time.Time) {
 	s.until.Store(until)
 	if until != 0 {
 		s.seen.Store(true)
+		s.sessionless.Store(false)
 	}
 }

@@ -228,4 +228,12 @@ func TestServiceSessionNote(t *testing.T) {
 			}
 		})
 	}
+	// A session cookie after all reopens the gate held open for an
+	// upstream that seemed to open no sessions.
+	s := newServiceSession(nopLogger())
+	s.sessionless.Store(true)
+	s.note(&http.Cookie{MaxAge: 60}, now)
+	if s.sessionless.Load() {
+		t.Error("a session cookie left the gate open")
+	}
 }
