@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -38,7 +39,9 @@ func (s *Server) serveProxy(w *recorder, r *http.Request) {
 	s.forward(w, r, sess.TokenHeader(), false)
 }
 
-// serveServiceAccount forwards r with the service identity's token.
+// serveServiceAccount forwards r with the service identity's token, in the
+// service identity's TWC session: while there is none, r waits for the
+// request that opens it (or is that request).
 func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAccount) {
 	tok, err := sa.Token(r.Context())
 	if err != nil {
@@ -47,7 +50,29 @@ func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAc
 			"the proxy's service account could not get a token from the auth server; try again later")
 		return
 	}
-	w.user, w.outcome = sa.cfg.Username, "proxied_service_account"
+	w.user = sa.cfg.Username
+	opener, err := sa.session.wait(r.Context(), s.cfg.UpstreamTimeout)
+	switch {
+	case errors.Is(err, errSessionWait):
+		w.outcome = "service_session_timeout"
+		s.fail(w, r, http.StatusGatewayTimeout, "Upstream unavailable",
+			"The application behind the proxy did not answer in time.")
+		return
+	case err != nil: // the caller went away
+		w.outcome = "service_session_canceled"
+		w.WriteHeader(499) // nginx's "client closed request", for the log line only
+		return
+	case opener:
+		// ModifyResponse or ErrorHandler ends the turn as soon as the
+		// answer's headers are in; this is for a request that got neither.
+		w.opensSession = true
+		defer func() {
+			if w.opensSession {
+				sa.session.opened(0)
+			}
+		}()
+	}
+	w.outcome = "proxied_service_account"
 	s.forward(w, r, "Token "+tok, true)
 }
 

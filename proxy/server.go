@@ -179,6 +179,7 @@ type recorder struct {
 	// Set by forward for Rewrite and ModifyResponse.
 	authorization string // "Token <id_token>" for the upstream; "" for skip_auth
 	service       bool   // the token is the service account's: use its cookie jar
+	opensSession  bool   // set by serveServiceAccount: the others wait for this request's answer
 	upstreamStart time.Time
 
 	// vals backs the one-value slices of the headers the proxy sets

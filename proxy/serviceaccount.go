@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
@@ -29,7 +28,8 @@ type ServiceAccountConfig struct {
 	// Routes are path regexes served with the service token; none means
 	// every request.
 	Routes []*regexp.Regexp
-	// RefreshMargin: renew the token this long before it expires.
+	// RefreshMargin: renew the token this long before it expires, or
+	// halfway through its life if that comes later.
 	RefreshMargin time.Duration
 }
 
@@ -37,39 +37,56 @@ type ServiceAccountConfig struct {
 // had (bad credentials, auth server down) and the retry backoff runs.
 var ErrServiceAccountUnavailable = errors.New("service account token unavailable")
 
-// Retry backoff after a failed fetch: doubling from the first to the cap, so
-// wrong credentials never turn into a tight loop against the auth server.
+// Retry backoff after a failed fetch, and the hold between two tokens
+// dropped because the upstream rejected them: doubling from the first to
+// the cap, so wrong credentials or an upstream that rejects every token
+// never turn into a tight loop against the auth server.
 const (
 	serviceBackoffFirst = time.Second
 	serviceBackoffMax   = 5 * time.Minute
 )
 
+// serviceBackoff is the wait after the nth failure in a row, jittered over
+// its upper half.
+func serviceBackoff(n int) time.Duration {
+	b := min(serviceBackoffFirst<<min(n-1, 20), serviceBackoffMax)
+	return b/2 + rand.N(b/2+1)
+}
+
 // ServiceAccount holds the service identity's ID token in memory, shared by
 // all requests, and renews it before expiry with one call to the auth
-// server however many requests wait. It also keeps the cookies the upstream
-// sets for that identity (TWC REST's twc-rest-session-id holds a license
-// seat), so service traffic reuses one TWC session instead of opening one
-// per request. It is safe for concurrent use.
+// server however many requests wait; a token the upstream rejects is
+// dropped. It also keeps the service identity's TWC session (see
+// serviceSession), so service traffic shares one TWC session instead of
+// opening one per request. It is safe for concurrent use.
 type ServiceAccount struct {
-	cfg   ServiceAccountConfig
-	auth  *AuthServer
-	log   *zap.Logger
-	m     *Metrics
-	now   func() time.Time
-	group singleflight.Group
-	jar   *cookiejar.Jar
+	cfg     ServiceAccountConfig
+	auth    *AuthServer
+	log     *zap.Logger
+	m       *Metrics
+	now     func() time.Time
+	group   singleflight.Group
+	session *serviceSession
 
 	mu       sync.Mutex
 	tok      *serviceToken
 	failures int
 	retryAt  time.Time
 	lastErr  error
+	drops    int       // tokens dropped on upstream 401s in a row
+	dropHold time.Time // no token is dropped before then
 }
 
 type serviceToken struct {
 	idToken      string
 	refreshToken string
 	expiry       time.Time
+	margin       time.Duration // renew this long before expiry
+}
+
+// due reports whether t should be renewed at now.
+func (t *serviceToken) due(now time.Time) bool {
+	return needsRefresh(t.expiry, now, t.margin)
 }
 
 // NewServiceAccount returns a service account that gets its tokens from auth.
@@ -77,8 +94,7 @@ func NewServiceAccount(cfg ServiceAccountConfig, auth *AuthServer, log *zap.Logg
 	if cfg.ClientID == "" {
 		cfg.ClientID = auth.cfg.ClientID
 	}
-	jar, _ := cookiejar.New(nil) // cannot fail without options
-	return &ServiceAccount{cfg: cfg, auth: auth, log: log, m: m, now: time.Now, jar: jar}
+	return &ServiceAccount{cfg: cfg, auth: auth, log: log, m: m, now: time.Now, session: newServiceSession(log)}
 }
 
 // matches reports whether path is served with the service token. Like
@@ -105,7 +121,7 @@ func (sa *ServiceAccount) Token(ctx context.Context) (string, error) {
 	sa.mu.Lock()
 	tok, retryAt, lastErr := sa.tok, sa.retryAt, sa.lastErr
 	sa.mu.Unlock()
-	if tok != nil && !needsRefresh(tok.expiry, now, sa.cfg.RefreshMargin) {
+	if tok != nil && !tok.due(now) {
 		return tok.idToken, nil
 	}
 	stillValid := tok != nil && now.Before(tok.expiry)
@@ -133,7 +149,7 @@ func (sa *ServiceAccount) renew(ctx context.Context) (string, error) {
 	sa.mu.Lock()
 	old := sa.tok
 	sa.mu.Unlock()
-	if old != nil && !needsRefresh(old.expiry, sa.now(), sa.cfg.RefreshMargin) {
+	if old != nil && !old.due(sa.now()) {
 		return old.idToken, nil // another flight just renewed it
 	}
 	ep := sa.auth.endpoints()
@@ -154,8 +170,7 @@ func (sa *ServiceAccount) renew(ctx context.Context) (string, error) {
 	defer sa.mu.Unlock()
 	if err != nil {
 		sa.failures++
-		backoff := min(serviceBackoffFirst<<min(sa.failures-1, 20), serviceBackoffMax)
-		backoff = backoff/2 + rand.N(backoff/2+1)
+		backoff := serviceBackoff(sa.failures)
 		sa.retryAt, sa.lastErr = sa.now().Add(backoff), err
 		result := "error"
 		var te *TokenError
@@ -219,35 +234,57 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 	if rt == "" {
 		rt = oldRefresh
 	}
-	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry}, nil
+	// A token that lives no longer than the margin would be due at once
+	// and fetched anew for every request: renew it halfway instead. Its
+	// lifetime is exp-iat, both by the auth server's clock.
+	issued := idt.IssuedAt
+	if issued.IsZero() || !issued.Before(idt.Expiry) {
+		issued = sa.now()
+	}
+	margin := max(0, min(sa.cfg.RefreshMargin, idt.Expiry.Sub(issued)/2))
+	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry, margin: margin}, nil
 }
 
-// addCookies puts the jar's cookies for u into h, replacing any the caller
-// sent under the same names.
-func (sa *ServiceAccount) addCookies(h http.Header, u *url.URL) {
-	cookies := sa.jar.Cookies(u)
-	if len(cookies) == 0 {
-		return
+// answered looks at the upstream's answer to a service request that carried
+// idToken: it keeps the cookies, drops the token on a 401, and ends the
+// opener's turn at the TWC session gate.
+func (sa *ServiceAccount) answered(res *http.Response, idToken string, opener bool) {
+	sa.session.keepCookies(res)
+	if res.StatusCode == http.StatusUnauthorized {
+		sa.rejected(idToken)
 	}
-	names := make(map[string]bool, len(cookies))
-	parts := make([]string, 0, len(cookies))
-	for _, c := range cookies {
-		names[c.Name] = true
-		parts = append(parts, c.Name+"="+c.Value)
+	if opener {
+		sa.session.opened(res.StatusCode)
 	}
-	stripOwnCookies(h, func(name string) bool { return names[name] })
-	if prev := h.Get("Cookie"); prev != "" {
-		parts = append([]string{prev}, parts...)
-	}
-	h.Set("Cookie", strings.Join(parts, "; "))
 }
 
-// keepCookies moves the upstream's Set-Cookie lines of a service response
-// into the jar: they belong to the service identity, never to the caller.
-func (sa *ServiceAccount) keepCookies(res *http.Response) {
-	if len(res.Header["Set-Cookie"]) == 0 {
+// rejected drops idToken, which the upstream answered with 401, together
+// with the TWC session opened for it, so that the next request fetches a
+// new token (client_credentials) and opens a new session: TWC REST stops
+// accepting a token that was revoked or signed with a replaced key, and an
+// unlimited token would otherwise be rejected until restart. A 401 to a
+// token that is no longer the current one changes nothing, nor does one
+// within the hold after a drop, which grows like the fetch backoff: an
+// upstream that rejects every token costs one token call per hold, not one
+// per request. The hold starts over once a drop comes a full backoff cap
+// after the previous hold ended.
+func (sa *ServiceAccount) rejected(idToken string) {
+	now := sa.now()
+	sa.mu.Lock()
+	if sa.tok == nil || sa.tok.idToken != idToken || now.Before(sa.dropHold) {
+		sa.mu.Unlock()
 		return
 	}
-	sa.jar.SetCookies(res.Request.URL, res.Cookies())
-	delete(res.Header, "Set-Cookie")
+	if now.Sub(sa.dropHold) > serviceBackoffMax {
+		sa.drops = 0
+	}
+	sa.drops++
+	hold := serviceBackoff(sa.drops)
+	sa.tok, sa.dropHold = nil, now.Add(hold)
+	sa.session.drop()
+	sa.m.serviceExpiry.Store(0)
+	sa.mu.Unlock()
+	sa.log.Warn("upstream rejected the service account token; dropped it and its TWC session",
+		zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID),
+		zap.Int("status", http.StatusUnauthorized), zap.Duration("next_drop_after", hold))
 }

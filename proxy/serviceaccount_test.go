@@ -301,3 +301,103 @@ func TestAPITokensDisabledStripsAuthorization(t *testing.T) {
 		t.Error("a caller's Authorization passed through while api_tokens is disabled")
 	}
 }
+
+// TestServiceAccountTokenRejectedUpstream: TWC REST stops accepting a
+// long-lived service token (revoked, keystore changed). The 401 drops the
+// token and the TWC session it opened; the next request gets a new token.
+func TestServiceAccountTokenRejectedUpstream(t *testing.T) {
+	var revoked atomic.Value // the token TWC no longer accepts
+	revoked.Store("")
+	var sessions atomic.Int32
+	h := newHarness(t, withService(nil), func(o *harnessOpts) {
+		o.idp.UnlimitedClients = []string{svcClient}
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if strings.TrimPrefix(r.Header.Get("Authorization"), "Token ") == revoked.Load() {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			if _, err := r.Cookie("twc-rest-session-id"); err != nil {
+				http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", sessions.Add(1)), Path: "/"})
+			}
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	get := func(want int) upstreamRequest {
+		t.Helper()
+		if resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil); resp.StatusCode != want {
+			t.Fatalf("got %d %s, want %d", resp.StatusCode, body, want)
+		}
+		return h.lastUpstream()
+	}
+	first := tokenOf(t, get(http.StatusOK))
+	get(http.StatusOK)
+	revoked.Store(first)
+	h.clock.Advance(24 * time.Hour)
+	get(http.StatusUnauthorized) // TWC's answer reaches the caller
+	next := get(http.StatusOK)
+	if tokenOf(t, next) == first || h.idp.TokenCalls("client_credentials") != 2 {
+		t.Fatalf("the rejected token was not replaced (client_credentials calls %d)", h.idp.TokenCalls("client_credentials"))
+	}
+	if c := next.Header.Get("Cookie"); strings.Contains(c, "seat-1") {
+		t.Errorf("the rejected token's TWC session was sent with the new token: Cookie %q", c)
+	}
+	if c := get(http.StatusOK).Header.Get("Cookie"); !strings.Contains(c, "twc-rest-session-id=seat-2") {
+		t.Errorf("the new token's TWC session is not kept: Cookie %q", c)
+	}
+	if len(h.logs.FilterMessage("upstream rejected the service account token; dropped it and its TWC session").All()) != 1 {
+		t.Error("no log line for the dropped token")
+	}
+}
+
+// TestServiceAccountUpstreamAlways401: an upstream that rejects every token
+// (twc-rest-api not allowed, say) must not turn requests into token-endpoint
+// calls: a rejected token is dropped at most once per backoff step.
+func TestServiceAccountUpstreamAlways401(t *testing.T) {
+	h := newHarness(t, withService(nil), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusUnauthorized) }
+	})
+	for range 30 {
+		if resp, _ := h.do(&http.Client{}, "GET", "/api/reports/x", nil); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("got %d, want the upstream's 401", resp.StatusCode)
+		}
+	}
+	// The first token, and the one that replaced it at the first 401.
+	if n := len(h.idp.TokenRequests()); n != 2 {
+		t.Fatalf("token calls = %d for 30 requests within the first backoff, want 2", n)
+	}
+	h.clock.Advance(serviceBackoffFirst)
+	for range 30 {
+		h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	}
+	if n := len(h.idp.TokenRequests()); n != 3 {
+		t.Fatalf("token calls = %d after the first backoff, want 3", n)
+	}
+}
+
+// TestServiceAccountShortLivedToken: a token that lives no longer than
+// refresh_margin is still reused for half its life, not fetched anew for
+// every request.
+func TestServiceAccountShortLivedToken(t *testing.T) {
+	h := newHarness(t, withService(nil), func(o *harnessOpts) { o.idp.TokenTTL = 20 * time.Second }) // margin 30 s
+	get := func() string {
+		t.Helper()
+		if resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d %s", resp.StatusCode, body)
+		}
+		return tokenOf(t, h.lastUpstream())
+	}
+	first := get()
+	for range 9 {
+		if get() != first {
+			t.Fatal("a 20 s token was not reused")
+		}
+	}
+	h.clock.Advance(9 * time.Second)
+	if get() != first || len(h.idp.TokenRequests()) != 1 {
+		t.Fatalf("token calls = %d within the first half of a 20 s token, want 1", len(h.idp.TokenRequests()))
+	}
+	h.clock.Advance(2 * time.Second) // 11 s: past half its life
+	if get() == first || h.idp.TokenCalls("refresh_token") != 1 {
+		t.Fatalf("the token was not renewed past half its life (refresh calls %d)", h.idp.TokenCalls("refresh_token"))
+	}
+}

@@ -76,7 +76,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		h["Authorization"] = st.value(st.authorization)
 	}
 	if st.service {
-		s.cfg.ServiceAccount.addCookies(h, pr.Out.URL)
+		s.cfg.ServiceAccount.session.addCookies(h, pr.Out.URL)
 	}
 }
 
@@ -146,7 +146,8 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
 		if st.service {
-			s.cfg.ServiceAccount.keepCookies(res)
+			s.cfg.ServiceAccount.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.opensSession)
+			st.opensSession = false
 			return nil
 		}
 	}
@@ -201,6 +202,10 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 	if st := stateOf(r); st != nil {
 		id = st.id
 		st.outcome = "upstream_" + kind
+		if st.opensSession {
+			st.opensSession = false
+			s.cfg.ServiceAccount.session.opened(0)
+		}
 	}
 	s.log.Warn("upstream request failed", zap.String("request_id", id), zap.String("kind", kind), zap.Error(err))
 	if kind == "canceled" {

@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// twcSessionCookie is the cookie of a TWC REST session, which holds a
+// license seat for its idle timeout (15 min by default).
+const twcSessionCookie = "twc-rest-session-id"
+
+// errSessionWait: the request that opens the TWC session did not get its
+// answer within the upstream timeout.
+var errSessionWait = errors.New("service account: no TWC session within the upstream timeout")
+
+// serviceSession keeps the service identity's TWC REST session: the cookies
+// the upstream sets on service responses, and a gate so that while there is
+// no session one request opens it and the others wait for it. TWC REST
+// opens a session for every token it sees without a session cookie, so
+// without the gate each request in flight before the first answer would
+// take a seat of its own.
+//
+// Cookie expiry is judged by the wall clock, as the jar judges it.
+type serviceSession struct {
+	log *zap.Logger
+	jar atomic.Pointer[cookiejar.Jar] // replaced whole when the session is dropped
+
+	// until is when the session cookie in the jar expires, in Unix ns: 0
+	// while there is none, math.MaxInt64 for one without an expiry.
+	until atomic.Int64
+	// seen: an upstream answer has set a session cookie since start, so the
+	// upstream is TWC REST (or passes its cookies on).
+	seen atomic.Bool
+	// sessionless: before any session was seen, the request opening one
+	// got a successful answer that set none. The upstream serves such
+	// requests without a TWC session (a dashboard, say): holding requests
+	// back would only add latency, so the gate stays open until a session
+	// cookie turns up after all.
+	sessionless atomic.Bool
+
+	mu      sync.Mutex
+	opening chan struct{} // closed when the opener's answer is in; nil when no one is opening
+}
+
+func newServiceSession(log *zap.Logger) *serviceSession {
+	s := &serviceSession{log: log}
+	s.drop()
+	return s
+}
+
+// active reports whether the jar holds an unexpired TWC session cookie.
+func (s *serviceSession) active() bool {
+	u := s.until.Load()
+	return u == math.MaxInt64 || u != 0 && time.Now().UnixNano() < u
+}
+
+// wait returns at once while there is a TWC session (one atomic load, and
+// the clock when the cookie expires). Without one, the first caller becomes
+// the opener: it goes upstream alone and must call opened once its answer,
+// or its failure, is in. The others wait for that, then go with whatever
+// session it opened; they give up when ctx ends or limit passes.
+func (s *serviceSession) wait(ctx context.Context, limit time.Duration) (opener bool, err error) {
+	if s.active() || s.sessionless.Load() {
+		return false, nil
+	}
+	s.mu.Lock()
+	if s.active() {
+		s.mu.Unlock()
+		return false, nil
+	}
+	ch := s.opening
+	if ch == nil {
+		s.opening = make(chan struct{})
+		s.mu.Unlock()
+		return true, nil
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return false, nil
+	case <-ctx.Done():
+		return false, context.Cause(ctx)
+	case <-t.C:
+		return false, errSessionWait
+	}
+}
+
+// opened ends the opener's turn; status is its answer's, 0 when none came.
+// Whatever came, every waiting request goes on: an answer without a
+// session (an error, a 401) must not hold them any longer, nor make them
+// open sessions one after another. The next request that finds no session
+// becomes the next opener.
+func (s *serviceSession) opened(status int) {
+	if status >= 200 && status < 400 && !s.active() && !s.seen.Load() && !s.sessionless.Swap(true) {
+		s.log.Info("the upstream answered a service-account request without opening a TWC session (no " +
+			twcSessionCookie + " cookie); service-account requests are no longer held back waiting for one")
+	}
+	s.mu.Lock()
+	close(s.opening)
+	s.opening = nil
+	s.mu.Unlock()
+}
+
+// drop forgets the session and every other cookie of the service identity.
+// TWC keeps the dropped session (and its seat) until its idle timeout.
+func (s *serviceSession) drop() {
+	jar, _ := cookiejar.New(nil) // cannot fail without options
+	s.jar.Store(jar)
+	s.until.Store(0)
+}
+
+// addCookies puts the jar's cookies for u into h, replacing any the caller
+// sent under the same names.
+func (s *serviceSession) addCookies(h http.Header, u *url.URL) {
+	cookies := s.jar.Load().Cookies(u)
+	if len(cookies) == 0 {
+		return
+	}
+	names := make(map[string]bool, len(cookies))
+	parts := make([]string, 0, len(cookies))
+	for _, c := range cookies {
+		names[c.Name] = true
+		parts = append(parts, c.Name+"="+c.Value)
+	}
+	stripOwnCookies(h, func(name string) bool { return names[name] })
+	if prev := h.Get("Cookie"); prev != "" {
+		parts = append([]string{prev}, parts...)
+	}
+	h.Set("Cookie", strings.Join(parts, "; "))
+}
+
+// keepCookies moves the upstream's Set-Cookie lines of a service response
+// into the jar: they belong to the service identity, never to the caller.
+func (s *serviceSession) keepCookies(res *http.Response) {
+	if len(res.Header["Set-Cookie"]) == 0 {
+		return
+	}
+	cookies := res.Cookies()
+	s.jar.Load().SetCookies(res.Request.URL, cookies)
+	delete(res.Header, "Set-Cookie")
+	for _, c := range cookies {
+		if c.Name == twcSessionCookie {
+			s.note(c, time.Now())
+		}
+	}
+}
+
+// note records the expiry of a session cookie the upstream set (or
+// cleared), as the jar reads it: Max-Age wins over Expires.
+func (s *serviceSession) note(c *http.Cookie, now time.Time) {
+	var until int64
+	switch {
+	case c.MaxAge < 0: // Max-Age=0 or negative: cleared
+	case c.MaxAge > 0:
+		until = now.Add(time.Duration(c.MaxAge) * time.Second).UnixNano()
+	case c.Expires.IsZero():
+		until = math.MaxInt64
+	case c.Expires.After(now):
+		until = c.Expires.UnixNano()
+	}
+	s.until.Store(until)
+	if until != 0 {
+		s.seen.Store(true)
+		s.sessionless.Store(false)
+	}
+}

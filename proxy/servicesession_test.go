@@ -1,0 +1,239 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// fakeTWCREST answers like TWC REST: a request carrying a session cookie it
+// issued is served in that session; any other opens a new session (a
+// license seat), which takes open to do, and sets its cookie with maxAge
+// (0: no Max-Age). fail, while it returns a status, answers instead of
+// opening a session.
+type fakeTWCREST struct {
+	open     time.Duration
+	maxAge   int
+	fail     atomic.Int32 // status to answer requests without a session with; 0: open one
+	sessions atomic.Int32
+}
+
+func (f *fakeTWCREST) serve(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie("twc-rest-session-id"); err == nil && strings.HasPrefix(c.Value, "seat-") {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	time.Sleep(f.open)
+	if st := f.fail.Load(); st != 0 {
+		w.WriteHeader(int(st))
+		return
+	}
+	n := f.sessions.Add(1)
+	http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", n), Path: "/osmc", MaxAge: f.maxAge})
+	w.WriteHeader(http.StatusOK)
+}
+
+// burst sends n service requests at once and returns their statuses.
+func (h *harness) burst(n int, path string) []int {
+	h.t.Helper()
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := h.do(&http.Client{Timeout: 10 * time.Second}, "GET", path, nil)
+			codes[i] = resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	return codes
+}
+
+// TestServiceAccountConcurrentRequestsShareOneTWCSession: while the jar
+// holds no TWC session, concurrent service requests must not each open one
+// (one license seat each): one opens it, the others wait and use it. The
+// same holds when the session cookie expires.
+func TestServiceAccountConcurrentRequestsShareOneTWCSession(t *testing.T) {
+	twc := &fakeTWCREST{open: 50 * time.Millisecond, maxAge: 1}
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) { o.upstream = twc.serve })
+	for i, code := range h.burst(20, "/osmc/workspaces") {
+		if code != http.StatusOK {
+			t.Fatalf("request %d: got %d, want 200", i, code)
+		}
+	}
+	if n := twc.sessions.Load(); n != 1 {
+		t.Fatalf("TWC sessions opened by 20 concurrent first requests = %d, want 1", n)
+	}
+	for i, u := range h.upstreamSeen()[1:] {
+		if !strings.Contains(u.Header.Get("Cookie"), "twc-rest-session-id=seat-1") {
+			t.Fatalf("upstream request %d went without the session: Cookie %q", i+1, u.Header.Get("Cookie"))
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // the cookie's Max-Age=1 runs out (the jar keeps real time)
+	h.burst(20, "/osmc/workspaces")
+	if n := twc.sessions.Load(); n != 2 {
+		t.Fatalf("TWC sessions opened = %d after the first expired and 20 more requests, want 2", n)
+	}
+}
+
+// TestServiceAccountSessionOpenerFails: when the request opening the TWC
+// session fails, the requests waiting for it go on (nobody waits forever),
+// and once TWC answers again one request opens the session.
+func TestServiceAccountSessionOpenerFails(t *testing.T) {
+	twc := &fakeTWCREST{open: 50 * time.Millisecond}
+	twc.fail.Store(http.StatusServiceUnavailable)
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) { o.upstream = twc.serve })
+	start := time.Now()
+	for i, code := range h.burst(20, "/osmc/workspaces") {
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("request %d: got %d, want TWC's 503", i, code)
+		}
+	}
+	// Held in turn, they would take at least 20 openings in a row.
+	if d := time.Since(start); d >= 20*twc.open {
+		t.Errorf("20 requests against a failing upstream took %v: the waiting requests were held in turn", d)
+	}
+	twc.fail.Store(0)
+	h.burst(20, "/osmc/workspaces")
+	if n := twc.sessions.Load(); n != 1 {
+		t.Fatalf("TWC sessions opened = %d once TWC answered again, want 1", n)
+	}
+}
+
+// TestServiceAccountUpstreamWithoutSessions: an upstream that never sets
+// twc-rest-session-id (a dashboard) must not have service requests held
+// back: once one answer showed that, they go concurrently.
+func TestServiceAccountUpstreamWithoutSessions(t *testing.T) {
+	const n = 5
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	h := newHarness(t, withService(nil), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/api/reports/together" {
+				arrived.Done()
+				done := make(chan struct{})
+				go func() { arrived.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+					w.WriteHeader(http.StatusGatewayTimeout)
+					return
+				}
+			}
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	if resp, _ := h.do(&http.Client{}, "GET", "/api/reports/first", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: got %d", resp.StatusCode)
+	}
+	for i, code := range h.burst(n, "/api/reports/together") {
+		if code != http.StatusOK {
+			t.Fatalf("request %d: got %d: service requests were held back although the upstream opens no sessions", i, code)
+		}
+	}
+}
+
+// TestServiceAccountSessionWaitCanceled: a request waiting for the TWC
+// session whose caller goes away is answered at once and never reaches
+// the upstream (where it would open a session of its own).
+func TestServiceAccountSessionWaitCanceled(t *testing.T) {
+	noLeaks(t)
+	release := make(chan struct{})
+	var sessions atomic.Int32
+	h := newHarness(t, withService(nil), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if _, err := r.Cookie("twc-rest-session-id"); err == nil {
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+			<-release
+			http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", sessions.Add(1)), Path: "/"})
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	opened := make(chan int)
+	go func() {
+		resp, err := http.Get(h.proxy.URL + "/api/reports/opener")
+		if err != nil {
+			opened <- 0
+			return
+		}
+		resp.Body.Close()
+		opened <- resp.StatusCode
+	}()
+	for len(h.upstreamSeen()) == 0 { // the opener is at the upstream
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := (&http.Client{Timeout: 200 * time.Millisecond}).Get(h.proxy.URL + "/api/reports/impatient"); err == nil {
+		t.Fatal("the waiting request was answered before the session was open")
+	}
+	// The proxy notices the caller left before the opener is released.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if e := h.logs.FilterMessage("request").FilterField(zap.String("path", "/api/reports/impatient")).All(); len(e) == 1 {
+			if got := e[0].ContextMap()["outcome"]; got != "service_session_canceled" {
+				t.Fatalf("outcome = %v, want service_session_canceled", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiting request did not end when its caller left")
+		}
+	}
+	close(release)
+	if code := <-opened; code != http.StatusOK {
+		t.Fatalf("opener: got %d", code)
+	}
+	if resp, _ := h.do(&http.Client{}, "GET", "/api/reports/after", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after: got %d", resp.StatusCode)
+	}
+	for _, u := range h.upstreamSeen() {
+		if u.URI == "/api/reports/impatient" {
+			t.Fatal("a canceled waiting request reached the upstream")
+		}
+	}
+	if n := sessions.Load(); n != 1 {
+		t.Fatalf("TWC sessions opened = %d, want 1", n)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestServiceSessionNote(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name   string
+		cookie http.Cookie
+		active bool
+	}{
+		{"no expiry", http.Cookie{}, true},
+		{"Max-Age", http.Cookie{MaxAge: 60}, true},
+		{"Expires ahead", http.Cookie{Expires: now.Add(time.Minute)}, true},
+		{"Max-Age wins over a past Expires", http.Cookie{MaxAge: 60, Expires: now.Add(-time.Minute)}, true},
+		{"Expires past", http.Cookie{Expires: now.Add(-time.Minute)}, false},
+		{"Max-Age=0 clears", http.Cookie{MaxAge: -1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newServiceSession(nopLogger())
+			s.note(&http.Cookie{MaxAge: 60}, now) // a session to replace
+			s.note(&tt.cookie, now)
+			if got := s.active(); got != tt.active {
+				t.Errorf("active() = %v, want %v", got, tt.active)
+			}
+		})
+	}
+	// A session cookie after all reopens the gate held open for an
+	// upstream that seemed to open no sessions.
+	s := newServiceSession(nopLogger())
+	s.sessionless.Store(true)
+	s.note(&http.Cookie{MaxAge: 60}, now)
+	if s.sessionless.Load() {
+		t.Error("a session cookie left the gate open")
+	}
+}
