@@ -126,6 +126,7 @@ type TokenRequest struct {
 	GrantType string
 	Header    http.Header
 	Form      url.Values // query and body parameters, body values first
+	Query     url.Values // the query parameters alone
 	At        time.Time
 }
 

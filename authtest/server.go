@@ -245,7 +245,7 @@ func (s *Server) TokenRequests() []TokenRequest {
 	defer s.mu.Unlock()
 	out := make([]TokenRequest, len(s.requests))
 	for i, r := range s.requests {
-		out[i] = TokenRequest{GrantType: r.GrantType, Header: r.Header.Clone(), Form: cloneValues(r.Form), At: r.At}
+		out[i] = TokenRequest{GrantType: r.GrantType, Header: r.Header.Clone(), Form: cloneValues(r.Form), Query: cloneValues(r.Query), At: r.At}
 	}
 	return out
 }

@@ -106,7 +106,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 // served with.
 func (s *Server) record(r *http.Request) Faults {
 	grant := r.Form.Get("grant_type")
-	tr := TokenRequest{GrantType: grant, Header: r.Header.Clone(), Form: cloneValues(r.Form), At: s.now()}
+	tr := TokenRequest{GrantType: grant, Header: r.Header.Clone(), Form: cloneValues(r.Form), Query: r.URL.Query(), At: s.now()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.requests) == maxRecorded {

@@ -194,9 +194,17 @@ func (sa *ServiceAccount) renew(ctx context.Context) (string, error) {
 
 // fetch is the vendor's request: X-Auth-Secret (the proxy's client
 // authentication), Basic base64(username:password), grant_type and client_id.
+// The vendor's page gives grant_type and client_id as query parameters,
+// while its other grants (and the public clients of the other grants) use
+// a form body; they are sent both ways, so a server that reads either
+// finds them.
 func (sa *ServiceAccount) fetch(ctx context.Context, ep *endpoints) (*serviceToken, error) {
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {sa.cfg.ClientID}}
 	tr, err := sa.auth.postToken(ctx, ep, form, func(r *http.Request) {
+		q := r.URL.Query()
+		q.Set("grant_type", "client_credentials")
+		q.Set("client_id", sa.cfg.ClientID)
+		r.URL.RawQuery = q.Encode()
 		r.SetBasicAuth(sa.cfg.Username, sa.cfg.Password)
 	})
 	if err != nil {

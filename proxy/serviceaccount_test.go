@@ -70,6 +70,10 @@ func TestServiceAccountRequestShapeAndReuse(t *testing.T) {
 	if r.Form.Get("grant_type") != "client_credentials" || r.Form.Get("client_id") != svcClient {
 		t.Errorf("form = %v, want grant_type=client_credentials client_id=%s", r.Form, svcClient)
 	}
+	// The vendor's page gives them as query parameters.
+	if r.Query.Get("grant_type") != "client_credentials" || r.Query.Get("client_id") != svcClient {
+		t.Errorf("query = %v, want grant_type=client_credentials client_id=%s", r.Query, svcClient)
+	}
 	for _, u := range h.upstreamSeen() {
 		if tok := tokenOf(t, u); !strings.Contains(string(mustPayload(t, tok)), `"sub":"`+svcUser+`"`) {
 			t.Fatalf("upstream token is not the service account's: %s", mustPayload(t, tok))
