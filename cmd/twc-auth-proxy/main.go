@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -128,9 +127,9 @@ func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, err
 		log.Warn("auth.insecure_skip_verify is set: the auth server's TLS certificate is not checked")
 	}
 	auth := proxy.NewAuthServer(cfg.auth, client, log.Named("auth"), m)
-	store, err := session.NewStore(cfg.session)
+	store, err := session.NewStore(cfg.session) // its errors start with "session: "
 	if err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+		return nil, err
 	}
 	pcfg := cfg.proxy
 	if cfg.service != nil {
@@ -162,13 +161,9 @@ func authHTTPClient(cfg *settings) (*http.Client, error) {
 	if cfg.authTLS.caFile != "" || cfg.authTLS.insecureSkipVerify {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.authTLS.insecureSkipVerify}
 		if cfg.authTLS.caFile != "" {
-			pem, err := os.ReadFile(cfg.authTLS.caFile)
+			pool, err := readCAFile(cfg.authTLS.caFile)
 			if err != nil {
 				return nil, fmt.Errorf("auth.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, errors.New("auth.ca_file: no PEM certificates in file")
 			}
 			tc.RootCAs = pool
 		}
