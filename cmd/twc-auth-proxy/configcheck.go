@@ -154,11 +154,11 @@ func (p *problems) url(key, raw string, required bool) *url.URL {
 	return u
 }
 
-// secret resolves a secret: the environment wins over the file, which wins
-// over the inline value. The file and the inline value together are an
-// error even when the environment wins, so that a config file checks the
-// same wherever it runs. ok is false when a problem was reported, under
-// the key that was given (key or key_file).
+// secret resolves a secret: the environment wins over the file or the
+// inline value. The file and the inline value together are an error even
+// when the environment wins, so that a config file checks the same
+// wherever it runs. ok is false when a problem was reported, under the key
+// that was given (key or key_file).
 func (p *problems) secret(key, inline, file, env string, getenv func(string) string) (v string, ok bool) {
 	if inline != "" && file != "" {
 		p.add(key, "set either "+key+" or "+key+"_file, not both")
