@@ -6,7 +6,7 @@
 # read-only root filesystem. The config comes from a mounted ConfigMap
 # (--config), secrets from a mounted Secret (*_file keys) or the environment
 # (TWC_AUTH_PROXY_CLIENT_SECRET, TWC_AUTH_PROXY_SESSION_SECRET,
-# TWC_AUTH_PROXY_SERVICE_PASSWORD). See deploy/README.md.
+# TWC_AUTH_PROXY_SERVICE_PASSWORD). See README.md, "Deploy on Kubernetes".
 #
 #   docker build -t twc-auth-proxy .
 

@@ -231,6 +231,72 @@ func TestChartRequiresSecrets(t *testing.T) {
 	})
 }
 
+// TestChartRefusesValuesThatCannotWork: values with which the proxy or the
+// pod cannot run fail at render time, saying what to change.
+func TestChartRefusesValuesThatCannotWork(t *testing.T) {
+	helmBin(t)
+	defaults := filepath.Join(chartDir, "ci", "default-values.yaml")
+	for _, c := range []struct {
+		name, set, want string
+	}{
+		// 0 is the proxy's default, 20 s, while the grace period would be
+		// computed from 0: the kubelet would kill a draining proxy.
+		{"shutdownTimeoutSeconds 0", "shutdownTimeoutSeconds=0", "shutdownTimeoutSeconds"},
+		{"upstreamTimeout 0", "upstreamTimeout=0s", "upstreamTimeout must be more than 0"},
+		{"auth.timeout 0", "auth.timeout=0m0s", "auth.timeout must be more than 0"},
+		{"session.lifetime 0", "session.lifetime=0h", "session.lifetime must be more than 0"},
+		{"metricsPort is listenPort", "metricsPort=4180", "metricsPort and listenPort must differ"},
+		{"upstream.port is listenPort", "upstream.port=4180", "upstream.port (4180) is the proxy's own"},
+		{"upstream.port is metricsPort", "upstream.port=9100", "upstream.port (9100) is the proxy's own"},
+		{"sidecar upstream.port is listenPort", "mode=sidecar,upstream.port=4180", "upstream.port (4180) is the proxy's own"},
+		{"no dashboard and no upstream.url", "dashboard.enabled=false", "dashboard.enabled=false needs upstream.url"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := helm(t, "template", "twc", chartDir, "-f", defaults, "--set", c.set)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+	for _, set := range []string{
+		"shutdownTimeoutSeconds=1",
+		"upstreamTimeout=0.5s",
+		"upstream.port=4181",
+		"dashboard.enabled=false,upstream.url=https://twc.example.com:8111",
+	} {
+		t.Run("renders "+set, func(t *testing.T) {
+			b := render(t, chartDir, "-f", defaults, "--set", set)
+			checkBundle(t, b, expect{pdb: true, promAnnotations: true, checksums: true})
+		})
+	}
+}
+
+// TestChartLongReleaseName: Helm allows release names of up to 53
+// characters. Every name stays valid for its kind (a Service's within 63
+// characters, "-metrics" included), and the ServiceMonitor finds its
+// Service.
+func TestChartLongReleaseName(t *testing.T) {
+	helmBin(t)
+	defaults := filepath.Join(chartDir, "ci", "default-values.yaml")
+	for _, n := range []int{41, 48, 53} {
+		release := "dash" + strings.Repeat("x", n-4)
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			out, err := helm(t, "template", release, chartDir, "--namespace", "twc", "-f", defaults, "--set", "serviceMonitor.enabled=true")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := newBundle(release)
+			if err := b.add("helm template", []byte(out)); err != nil {
+				t.Fatal(err)
+			}
+			if len(b.services) != 2 || len(b.serviceMonitors) != 1 {
+				t.Fatalf("%d Services and %d ServiceMonitors, want 2 and 1", len(b.services), len(b.serviceMonitors))
+			}
+			checkBundle(t, b, expect{pdb: true, promAnnotations: true, checksums: true})
+		})
+	}
+}
+
 // TestChartChecksumsRollPods: a config change changes the config checksum
 // on the pod (so the Deployment rolls), a secret change the secret's.
 func TestChartChecksumsRollPods(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
 
@@ -70,6 +71,40 @@ func checkBundle(t *testing.T, b *bundle, want expect) {
 		}
 	}
 	checkServiceMonitors(t, b)
+	checkObjectNames(t, b)
+}
+
+// checkObjectNames checks every name against the API server's rules: a
+// Service's is a DNS-1035 label (at most 63 characters), the others' DNS
+// subdomains.
+func checkObjectNames(t *testing.T, b *bundle) {
+	t.Helper()
+	for _, s := range b.services {
+		for _, msg := range validation.IsDNS1035Label(s.Name) {
+			t.Errorf("Service %q: %s", s.Name, msg)
+		}
+	}
+	names := map[string]string{}
+	for _, d := range b.deployments {
+		names[d.Name] = "Deployment"
+	}
+	for n := range b.configMaps {
+		names[n] = "ConfigMap"
+	}
+	for n := range b.secrets {
+		names[n] = "Secret"
+	}
+	for _, p := range b.pdbs {
+		names[p.Name] = "PodDisruptionBudget"
+	}
+	for _, m := range b.serviceMonitors {
+		names[m.Name] = "ServiceMonitor"
+	}
+	for n, kind := range names {
+		for _, msg := range validation.IsDNS1123Subdomain(n) {
+			t.Errorf("%s %q: %s", kind, n, msg)
+		}
+	}
 }
 
 func checkDeployment(t *testing.T, b *bundle, d *appsv1.Deployment, want expect) {
@@ -135,12 +170,16 @@ func checkDeployment(t *testing.T, b *bundle, d *appsv1.Deployment, want expect)
 		}
 	}
 
-	// The kubelet must not kill a proxy that is still draining.
+	// The kubelet must not kill a proxy that is still draining. The proxy
+	// reads a shutdown_timeout of 0 as its default.
 	shutdown := defaultShutdownTimeout
 	if s := str(cfg, "shutdown_timeout"); s != "" {
-		var err error
-		if shutdown, err = time.ParseDuration(s); err != nil {
+		d, err := time.ParseDuration(s)
+		if err != nil {
 			t.Fatalf("shutdown_timeout %q: %v", s, err)
+		}
+		if d != 0 {
+			shutdown = d
 		}
 	}
 	var preStop time.Duration

@@ -187,6 +187,10 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	p.nonNegative("upstream_timeout", fc.UpstreamTimeout)
 	p.nonNegative("auth.timeout", fc.Auth.Timeout)
 	p.nonNegative("session.lifetime", fc.Session.Lifetime)
+	if l := fc.Session.Lifetime; l > 0 && l < time.Second {
+		// Cookies live whole seconds: session.NewStore refuses less.
+		p.add("session.lifetime", "must be at least 1s (leave it out for the default, 336h)")
+	}
 
 	upstream := p.url("upstream", fc.Upstream, true)
 	redirect := p.url("redirect_url", fc.RedirectURL, true)
@@ -195,6 +199,9 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	}
 	if redirect != nil && (redirect.RawQuery != "" || redirect.Fragment != "") {
 		p.add("redirect_url", "must not have a query or fragment")
+	}
+	if redirect != nil && isFixedRoute(redirect.Path) {
+		p.add("redirect_url", "path "+redirect.Path+" is one of the proxy's own routes; use another, e.g. /oauth2/callback")
 	}
 	p.url("auth.issuer_url", fc.Auth.IssuerURL, true)
 	p.url("auth.discovery_url", fc.Auth.DiscoveryURL, false)
@@ -208,8 +215,8 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	default:
 		p.add("auth.client_auth", "must be x-auth-secret, client_secret_basic or client_secret_post")
 	}
-	clientSecret := p.secret("auth.client_secret", fc.Auth.ClientSecret, fc.Auth.ClientSecretFile, envClientSecret, getenv)
-	if clientSecret == "" && !p.has("auth.client_secret") {
+	clientSecret, ok := p.secret("auth.client_secret", fc.Auth.ClientSecret, fc.Auth.ClientSecretFile, envClientSecret, getenv)
+	if ok && clientSecret == "" {
 		p.add("auth.client_secret", "required (or auth.client_secret_file, or "+envClientSecret+")")
 	}
 	margin := defaultRefreshMargin
@@ -223,9 +230,8 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 		}
 	}
 	if fc.Auth.CAFile != "" {
-		if _, err := os.Stat(fc.Auth.CAFile); err != nil {
-			p.add("auth.ca_file", "cannot read: "+errText(err))
-		}
+		_, err := readCAFile(fc.Auth.CAFile)
+		p.check(err, "auth.ca_file")
 	}
 
 	var rules []proxy.Rule
@@ -251,6 +257,9 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	cookieName := orDefault(fc.Session.CookieName, defaultCookieName)
 	if !validCookieName(cookieName) {
 		p.add("session.cookie_name", "must be a cookie token (letters, digits, _ or -)")
+	}
+	if d := fc.Session.CookieDomain; d != "" && !validCookieDomain(d) {
+		p.add("session.cookie_domain", "must be a domain name such as example.com (or .example.com)")
 	}
 	secure := true
 	if fc.Session.CookieSecure != nil {

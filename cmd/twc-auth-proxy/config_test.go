@@ -1,9 +1,16 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -135,6 +142,29 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// testCAPEM is a self-signed CA certificate in PEM, for auth.ca_file.
+func testCAPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "twc-auth-proxy test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
 func TestParseConfigDefaults(t *testing.T) {
 	s := mustParse(t, conf(), noEnv)
 	for _, c := range []struct {
@@ -188,7 +218,7 @@ func keyStrings(keys [][]byte) []string {
 
 func TestParseConfigFull(t *testing.T) {
 	dir := t.TempDir()
-	caFile := writeFile(t, dir, "ca.pem", "not checked here")
+	caFile := writeFile(t, dir, "ca.pem", testCAPEM(t))
 	raw := `
 listen: 0.0.0.0:8080
 metrics_listen: 0.0.0.0:9090
@@ -296,6 +326,7 @@ func TestParseConfigErrors(t *testing.T) {
 		keys []string // each must be named as "key:" in the error
 		text string   // and this must appear too, when set
 		hide []string // values that must not appear, besides the test secrets
+		not  []string // keys that must not be named: one line per bad input
 	}{
 		{name: "missing upstream", raw: conf("-upstream"), keys: []string{"upstream"}, text: "required"},
 		{name: "missing redirect_url", raw: conf("-redirect_url"), keys: []string{"redirect_url"}, text: "required"},
@@ -320,6 +351,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "redirect_url without path", raw: conf("redirect_url: https://dash.example.com"), keys: []string{"redirect_url"}, text: "path"},
 		{name: "redirect_url with root path", raw: conf("redirect_url: https://dash.example.com/"), keys: []string{"redirect_url"}, text: "path"},
 		{name: "redirect_url with query", raw: conf("redirect_url: https://dash.example.com/cb?a=1"), keys: []string{"redirect_url"}},
+		{name: "redirect_url on /oauth2/start", raw: conf("redirect_url: https://dash.example.com/oauth2/start"), keys: []string{"redirect_url"}, text: "own routes"},
+		{name: "redirect_url on /oauth2/sign_out", raw: conf("redirect_url: https://dash.example.com/oauth2/sign_out"), keys: []string{"redirect_url"}},
+		{name: "redirect_url on /oauth2/userinfo", raw: conf("redirect_url: https://dash.example.com/oauth2/userinfo"), keys: []string{"redirect_url"}},
+		{name: "redirect_url on /oauth2/auth", raw: conf("redirect_url: https://dash.example.com/oauth2/auth"), keys: []string{"redirect_url"}},
 
 		{name: "short session secret", raw: conf("session.secret: " + short), keys: []string{"session.secret"}, text: "16 bytes", hide: []string{short}},
 		{name: "non-base64 session secret", raw: conf("session.secret: 'not base64 at all!!'"), keys: []string{"session.secret"}, text: "base64", hide: []string{"not base64 at all"}},
@@ -348,8 +383,24 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "missing client_secret_file", raw: conf("-auth.client_secret", "auth.client_secret_file: "+missing), keys: []string{"auth.client_secret_file"}},
 		{name: "client_secret_file is a directory", raw: conf("-auth.client_secret", "auth.client_secret_file: "+dir), keys: []string{"auth.client_secret_file"}},
 		{name: "empty client_secret_file", raw: conf("-auth.client_secret", "auth.client_secret_file: "+writeFile(t, dir, "empty", " \n")), keys: []string{"auth.client_secret_file"}},
-		{name: "missing session.secret_file", raw: conf("-session.secret", "session.secret_file: "+missing), keys: []string{"session.secret_file"}},
+		{name: "missing client_secret_file, named once", raw: conf("-auth.client_secret", "auth.client_secret_file: "+missing),
+			keys: []string{"auth.client_secret_file"}, text: "no such file", not: []string{"auth.client_secret"}},
+		{name: "missing service_account.password_file, named once", raw: conf("service_account.enabled: true", "service_account.username: svc", "service_account.password_file: "+missing),
+			keys: []string{"service_account.password_file"}, not: []string{"service_account.password"}},
+		{name: "missing session.secret_file", raw: conf("-session.secret", "session.secret_file: "+missing), keys: []string{"session.secret_file"}, not: []string{"session.secret"}},
+		{name: "empty session.secret_file", raw: conf("-session.secret", "session.secret_file: "+writeFile(t, dir, "empty-keys", "\n , \n")),
+			keys: []string{"session.secret_file"}, text: "holds no key", not: []string{"session.secret"}},
+		{name: "bad key in session.secret_file", raw: conf("-session.secret", "session.secret_file: "+writeFile(t, dir, "bad-keys", testSessionSecret+"\n"+short+"\n")),
+			keys: []string{"session.secret_file"}, text: "key 2 of 2: too short", hide: []string{short}, not: []string{"session.secret"}},
 		{name: "missing ca_file", raw: conf("auth.ca_file: " + missing), keys: []string{"auth.ca_file"}},
+		{name: "ca_file is a directory", raw: conf("auth.ca_file: " + dir), keys: []string{"auth.ca_file"}, text: "directory"},
+		{name: "ca_file without PEM", raw: conf("auth.ca_file: " + secretFile), keys: []string{"auth.ca_file"}, text: "no PEM", hide: []string{"from-file-secret"}},
+		{name: "ca_file with a key, not a certificate", raw: conf("auth.ca_file: " + writeFile(t, dir, "key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")),
+			keys: []string{"auth.ca_file"}, text: "no PEM"},
+		{name: "cookie_domain with separators", raw: conf(`session.cookie_domain: "bad domain;x=y"`), keys: []string{"session.cookie_domain"}},
+		{name: "cookie_domain with a port", raw: conf("session.cookie_domain: example.com:443"), keys: []string{"session.cookie_domain"}},
+		{name: "cookie_domain as a URL", raw: conf("session.cookie_domain: https://example.com"), keys: []string{"session.cookie_domain"}},
+		{name: "session.lifetime under a second", raw: conf("session.lifetime: 500ms"), keys: []string{"session.lifetime"}, text: "at least 1s"},
 
 		{name: "bad client_auth", raw: conf("auth.client_auth: private_key_jwt"), keys: []string{"auth.client_auth"}},
 		{name: "bad skip_auth regex", raw: conf("skip_auth: ['^/ok/', 'GET=^/static/(']"), keys: []string{"skip_auth[1]"}},
@@ -359,6 +410,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "bad scope", raw: conf("auth.scopes: ['openid profile']"), keys: []string{"auth.scopes[0]"}},
 		{name: "bad cookie name", raw: conf("session.cookie_name: 'my session'"), keys: []string{"session.cookie_name"}},
 		{name: "listen without port", raw: conf("listen: 127.0.0.1"), keys: []string{"listen"}},
+		{name: "listen with a named port", raw: conf(`listen: ":abc"`), keys: []string{"listen"}, text: "1 to 65535"},
+		{name: "listen on port 0", raw: conf(`listen: ":0"`), keys: []string{"listen"}},
+		{name: "metrics_listen port out of range", raw: conf("metrics_listen: 127.0.0.1:99999"), keys: []string{"metrics_listen"}, text: "1 to 65535"},
 		{name: "bad metrics_listen", raw: conf("metrics_listen: 9100"), keys: []string{"metrics_listen"}},
 		{name: "listen equals default metrics_listen", raw: conf("listen: 127.0.0.1:9100"), keys: []string{"metrics_listen"}},
 		{name: "listen equals metrics_listen", raw: conf(`listen: ":8080"`, `metrics_listen: ":8080"`), keys: []string{"metrics_listen"}},
@@ -390,6 +444,11 @@ func TestParseConfigErrors(t *testing.T) {
 			}
 			if c.text != "" && !strings.Contains(msg, c.text) {
 				t.Errorf("got %q, want it to contain %q", msg, c.text)
+			}
+			for _, k := range c.not {
+				if strings.Contains(msg, k+":") {
+					t.Errorf("got %q, which names %q too", msg, k)
+				}
 			}
 			for _, v := range append(c.hide, testClientSecret, testSessionSecret) {
 				if strings.Contains(msg, v) {
@@ -533,11 +592,48 @@ func TestSessionSecretFromEnvIsValidated(t *testing.T) {
 		t.Fatal("got no error, want one for the short second key")
 	}
 	checkErrorLine(t, err.Error())
-	if !strings.Contains(err.Error(), "session.secret:") {
-		t.Errorf("got %q, want it to name session.secret", err)
+	if want := envSessionSecret + ": key 2 of 2: too short"; !strings.Contains(err.Error(), want) {
+		t.Errorf("got %q, want it to contain %q", err, want)
+	}
+	if strings.Contains(err.Error(), "session.secret:") {
+		t.Errorf("got %q, which blames session.secret for the environment's value", err)
 	}
 	if strings.Contains(err.Error(), bad) {
 		t.Errorf("got %q, which reveals the secret", err)
+	}
+
+	_, err = parseConfig([]byte(conf()), env(envSessionSecret, "not base64 at all!!"))
+	if err == nil || !strings.Contains(err.Error(), envSessionSecret+": not valid base64") || strings.Contains(err.Error(), "at all") {
+		t.Errorf("got %v, want %s named, the value not echoed", err, envSessionSecret)
+	}
+	_, err = parseConfig([]byte(conf()), env(envSessionSecret, " , "))
+	if err == nil || !strings.Contains(err.Error(), envSessionSecret+": holds no key") {
+		t.Errorf("got %v, want %s: holds no key", err, envSessionSecret)
+	}
+}
+
+// TestSecretFileAndInlineRefusedEvenWithEnv: a config that gives a secret
+// both inline and as a file is refused whether or not the environment
+// variable (which would win) is set, so --check-config in CI without the
+// variable and a start with it agree.
+func TestSecretFileAndInlineRefusedEvenWithEnv(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "secret", testSessionSecret+"\n")
+	service := []string{"service_account.enabled: true", "service_account.username: svc", "service_account.password: pw-secret"}
+	for _, c := range []struct {
+		name, key, env string
+		edits          []string
+	}{
+		{"client secret", "auth.client_secret", envClientSecret, []string{"auth.client_secret_file: " + file}},
+		{"session secret", "session.secret", envSessionSecret, []string{"session.secret_file: " + file}},
+		{"service password", "service_account.password", envServicePassword, append(service, "service_account.password_file: "+file)},
+	} {
+		for _, getenv := range []func(string) string{noEnv, env(c.env, testSessionSecret2)} {
+			_, err := parseConfig([]byte(conf(c.edits...)), getenv)
+			if err == nil || !strings.Contains(err.Error(), c.key+": set either") {
+				t.Errorf("%s (%s set: %v): got %v, want %s: set either ..., not both", c.name, c.env, getenv(c.env) != "", err, c.key)
+			}
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ package main
 // names keys, and the per-key checks that collect problems.
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,15 +132,6 @@ func (p *problems) check(err error, key string) {
 	}
 }
 
-func (p *problems) has(key string) bool {
-	for _, l := range *p {
-		if strings.HasPrefix(l, key+":") {
-			return true
-		}
-	}
-	return false
-}
-
 func (p *problems) nonNegative(key string, d time.Duration) {
 	if d < 0 {
 		p.add(key, "must not be negative")
@@ -161,29 +154,32 @@ func (p *problems) url(key, raw string, required bool) *url.URL {
 	return u
 }
 
-// secret resolves a secret: the environment wins over the file, and the
-// file or the inline value may be given, not both.
-func (p *problems) secret(key, inline, file, env string, getenv func(string) string) string {
-	if v := strings.TrimSpace(getenv(env)); v != "" {
-		return v
-	}
+// secret resolves a secret: the environment wins over the file or the
+// inline value. The file and the inline value together are an error even
+// when the environment wins, so that a config file checks the same
+// wherever it runs. ok is false when a problem was reported, under the key
+// that was given (key or key_file).
+func (p *problems) secret(key, inline, file, env string, getenv func(string) string) (v string, ok bool) {
 	if inline != "" && file != "" {
 		p.add(key, "set either "+key+" or "+key+"_file, not both")
-		return ""
+		return "", false
 	}
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			p.add(key+"_file", "cannot read: "+errText(err))
-			return ""
-		}
-		v := strings.TrimSpace(string(b))
-		if v == "" {
-			p.add(key+"_file", "file is empty")
-		}
-		return v
+	if v := strings.TrimSpace(getenv(env)); v != "" {
+		return v, true
 	}
-	return inline
+	if file == "" {
+		return inline, true
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		p.add(key+"_file", "cannot read: "+errText(err))
+		return "", false
+	}
+	if v = strings.TrimSpace(string(b)); v == "" {
+		p.add(key+"_file", "file is empty")
+		return "", false
+	}
+	return v, true
 }
 
 // serviceAccount validates the service_account block; nil when disabled.
@@ -199,8 +195,8 @@ func (p *problems) serviceAccount(sc serviceConfig, clientAuth proxy.ClientAuth,
 		// the Basic header, so the client cannot authenticate there too.
 		p.add("service_account.enabled", "needs auth.client_auth x-auth-secret or client_secret_post (Basic carries the user's credentials)")
 	}
-	password := p.secret("service_account.password", sc.Password, sc.PasswordFile, envServicePassword, getenv)
-	if password == "" && !p.has("service_account.password") {
+	password, ok := p.secret("service_account.password", sc.Password, sc.PasswordFile, envServicePassword, getenv)
+	if ok && password == "" {
 		p.add("service_account.password", "required (or service_account.password_file, or "+envServicePassword+")")
 	}
 	cfg := &proxy.ServiceAccountConfig{Username: sc.Username, Password: password, ClientID: sc.ClientID, RefreshMargin: margin}
@@ -216,38 +212,54 @@ func (p *problems) serviceAccount(sc serviceConfig, clientAuth proxy.ClientAuth,
 }
 
 // sessionKeys decodes session.secret (one or a list; from the environment
-// comma-separated, from the file one per line or comma-separated).
+// comma-separated, from the file one per line or comma-separated). A
+// problem is reported under the source of the keys: session.secret,
+// session.secret_file or the environment variable.
 func (p *problems) sessionKeys(sc sessionConfig, getenv func(string) string) [][]byte {
-	var raw []string
-	switch env := strings.TrimSpace(getenv(envSessionSecret)); {
-	case env != "":
-		raw = strings.Split(env, ",")
-	case len(sc.Secret) > 0 && sc.SecretFile != "":
+	if len(sc.Secret) > 0 && sc.SecretFile != "" {
 		p.add("session.secret", "set either session.secret or session.secret_file, not both")
 		return nil
+	}
+	source, raw := "session.secret", []string(sc.Secret)
+	switch env := strings.TrimSpace(getenv(envSessionSecret)); {
+	case env != "":
+		source, raw = envSessionSecret, strings.Split(env, ",")
 	case sc.SecretFile != "":
 		b, err := os.ReadFile(sc.SecretFile)
 		if err != nil {
 			p.add("session.secret_file", "cannot read: "+errText(err))
 			return nil
 		}
+		source = "session.secret_file"
 		raw = strings.FieldsFunc(string(b), func(r rune) bool { return r == '\n' || r == '\r' || r == ',' })
-	default:
-		raw = sc.Secret
 	}
-	var keys [][]byte
+	var given []string
 	for _, r := range raw {
 		if r = strings.TrimSpace(r); r != "" {
-			k, err := decodeKey(r)
-			if err != nil {
-				p.add("session.secret", err.Error())
-				return nil
-			}
-			keys = append(keys, k)
+			given = append(given, r)
 		}
 	}
+	var keys [][]byte
+	for i, r := range given {
+		k, err := decodeKey(r)
+		if err != nil {
+			if len(given) > 1 {
+				p.add(source, fmt.Sprintf("key %d of %d: %v", i+1, len(given), err))
+			} else {
+				p.add(source, err.Error())
+			}
+			return nil
+		}
+		keys = append(keys, k)
+	}
 	if len(keys) == 0 {
-		p.add("session.secret", "required: base64 of 32 random bytes (openssl rand -base64 32), or session.secret_file, or "+envSessionSecret)
+		const want = "base64 of 32 random bytes (openssl rand -base64 32)"
+		switch source {
+		case "session.secret":
+			p.add(source, "required: "+want+", or session.secret_file, or "+envSessionSecret)
+		default:
+			p.add(source, "holds no key: want "+want+", one per line or comma-separated")
+		}
 	}
 	return keys
 }
@@ -265,12 +277,43 @@ func decodeKey(s string) ([]byte, error) {
 	return nil, errors.New("not valid base64 (generate one with: openssl rand -base64 32)")
 }
 
+// validAddr checks a listen address: host:port with a numeric port, which
+// net.Listen would otherwise refuse only at start (or look up as a service
+// name).
 func validAddr(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "" {
 		return errors.New("want host:port, e.g. 127.0.0.1:4180 or :4180")
 	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
 	return nil
+}
+
+// isFixedRoute reports whether path is one of the proxy's own routes
+// (proxy/server.go), which the callback path must not shadow: proxy.New
+// refuses such a redirect_url.
+func isFixedRoute(path string) bool {
+	switch path {
+	case "/oauth2/start", "/oauth2/sign_out", "/oauth2/userinfo", "/oauth2/auth":
+		return true
+	}
+	return false
+}
+
+// readCAFile reads auth.ca_file, a PEM bundle of at least one certificate.
+// Both the config check and the auth server's client use it.
+func readCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, errors.New("cannot read: " + errText(err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("no PEM certificate in the file")
+	}
+	return pool, nil
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -287,6 +330,36 @@ func parsePrefix(s string) (netip.Prefix, error) {
 func validCookieName(name string) bool {
 	c := &http.Cookie{Name: name, Value: "x"}
 	return name != "" && c.Valid() == nil && !strings.ContainsAny(name, ".")
+}
+
+// validCookieDomain accepts what net/http writes as a Domain attribute
+// (it silently drops anything else, and session.NewStore refuses
+// separators): a host name with an optional leading dot, or an IPv4
+// address.
+func validCookieDomain(d string) bool {
+	if a, err := netip.ParseAddr(d); err == nil {
+		return a.Is4()
+	}
+	d = strings.TrimPrefix(d, ".")
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	letter := false
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			switch {
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+				letter = true
+			case '0' <= c && c <= '9', c == '-':
+			default:
+				return false
+			}
+		}
+	}
+	return letter
 }
 
 // errText is err's message without the path prefix os errors repeat.

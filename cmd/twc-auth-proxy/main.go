@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -128,9 +128,9 @@ func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, err
 		log.Warn("auth.insecure_skip_verify is set: the auth server's TLS certificate is not checked")
 	}
 	auth := proxy.NewAuthServer(cfg.auth, client, log.Named("auth"), m)
-	store, err := session.NewStore(cfg.session)
+	store, err := session.NewStore(cfg.session) // its errors start with "session: "
 	if err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+		return nil, err
 	}
 	pcfg := cfg.proxy
 	if cfg.service != nil {
@@ -156,25 +156,47 @@ func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, err
 }
 
 // authHTTPClient is the client for the auth server: its own CA bundle when
-// configured (TWC often runs on a self-signed certificate), and a timeout.
+// configured (TWC often runs on a self-signed certificate), a timeout, and
+// no redirect that could carry the client's credentials elsewhere.
 func authHTTPClient(cfg *settings) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg.authTLS.caFile != "" || cfg.authTLS.insecureSkipVerify {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.authTLS.insecureSkipVerify}
 		if cfg.authTLS.caFile != "" {
-			pem, err := os.ReadFile(cfg.authTLS.caFile)
+			pool, err := readCAFile(cfg.authTLS.caFile)
 			if err != nil {
 				return nil, fmt.Errorf("auth.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, errors.New("auth.ca_file: no PEM certificates in file")
 			}
 			tc.RootCAs = pool
 		}
 		t.TLSClientConfig = tc
 	}
-	return &http.Client{Transport: t, Timeout: cfg.auth.Timeout}, nil
+	return &http.Client{Transport: t, Timeout: cfg.auth.Timeout, CheckRedirect: checkAuthRedirect}, nil
+}
+
+// checkAuthRedirect is the auth server client's redirect policy. net/http
+// follows a redirect with every header but Authorization and Cookie (and
+// keeps those for the same host name on another port), and after a 307 or
+// 308 with the body: X-Auth-Secret, client_secret_post, codes and refresh
+// tokens would reach wherever the Location points. So a POST (the token
+// endpoint) never follows one: its 3xx comes back as the answer, an error
+// to the caller. A GET (discovery, JWKS) follows up to 10 on the same
+// scheme and host:port, or from http to https there.
+func checkAuthRedirect(req *http.Request, via []*http.Request) error {
+	first := via[0]
+	if first.Method != http.MethodGet && first.Method != http.MethodHead {
+		return http.ErrUseLastResponse
+	}
+	sameOrigin := strings.EqualFold(req.URL.Host, first.URL.Host) &&
+		(req.URL.Scheme == first.URL.Scheme || req.URL.Scheme == "https")
+	if !sameOrigin {
+		return fmt.Errorf("redirect from %s://%s to %s://%s refused: the auth server may redirect only on its own host",
+			first.URL.Scheme, first.URL.Host, req.URL.Scheme, req.URL.Host)
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
 }
 
 // serve runs discovery and both servers until ctx ends, then shuts down:

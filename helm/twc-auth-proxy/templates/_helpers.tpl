@@ -22,6 +22,14 @@ and get the same names and checksums as this chart's ConfigMap and Secret.
 {{- end -}}
 {{- end -}}
 
+{{/*
+twc-auth-proxy.metricsServiceName: fullname plus "-metrics", within the 63
+characters of a Service name.
+*/}}
+{{- define "twc-auth-proxy.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "twc-auth-proxy.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "twc-auth-proxy.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "twc-auth-proxy.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -50,6 +58,42 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "twc-auth-proxy.fullname" .) .Values.existingSecret -}}
 {{- end -}}
 
+{{/*
+twc-auth-proxy.duration renders a duration value (list "name" value) for
+config.yaml, refusing zero: the proxy reads 0 as its own default, never as
+"none", so "0s" would silently mean 60s, 10s or 336h.
+*/}}
+{{- define "twc-auth-proxy.duration" -}}
+{{- $name := index . 0 -}}
+{{- $d := index . 1 | toString -}}
+{{- if not (regexMatch "[1-9]" $d) -}}
+{{- fail (printf "%s must be more than 0, not %q: the proxy would read it as its default" $name $d) -}}
+{{- end -}}
+{{- $d | toJson -}}
+{{- end -}}
+
+{{/*
+twc-auth-proxy.checkPorts refuses ports that cannot all be bound in one
+pod, and a deployment whose upstream nothing serves.
+*/}}
+{{- define "twc-auth-proxy.checkPorts" -}}
+{{- $v := .Values -}}
+{{- $listen := int $v.listenPort -}}
+{{- $metrics := int $v.metricsPort -}}
+{{- if eq $listen $metrics -}}
+{{- fail (printf "metricsPort and listenPort must differ (both %d): the proxy binds both in the pod" $listen) -}}
+{{- end -}}
+{{- if not $v.upstream.url -}}
+{{- $up := int $v.upstream.port -}}
+{{- if or (eq $up $listen) (eq $up $metrics) -}}
+{{- fail (printf "upstream.port (%d) is the proxy's own listenPort or metricsPort: the dashboard must listen on another port of 127.0.0.1" $up) -}}
+{{- end -}}
+{{- if and (eq $v.mode "deployment") (not $v.dashboard.enabled) -}}
+{{- fail "dashboard.enabled=false needs upstream.url (e.g. https://twc.example.com:8111): without the dashboard container nothing listens on 127.0.0.1:<upstream.port>" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "twc-auth-proxy.upstream" -}}
 {{- if .Values.upstream.url -}}
 {{- .Values.upstream.url -}}
@@ -72,11 +116,15 @@ never in it: the *_file keys name files of the mounted Secret.
 {{- if and $v.auth.caBundle $v.auth.caFile -}}
 {{- fail "auth.caBundle and auth.caFile: set one, not both" -}}
 {{- end -}}
+{{- include "twc-auth-proxy.checkPorts" . -}}
+{{- if lt (int $v.shutdownTimeoutSeconds) 1 -}}
+{{- fail "shutdownTimeoutSeconds must be at least 1: the proxy reads 0 as its default, 20 s, which terminationGracePeriodSeconds would not cover" -}}
+{{- end -}}
 listen: {{ printf ":%d" (int $v.listenPort) | toJson }}
 metrics_listen: {{ printf ":%d" (int $v.metricsPort) | toJson }}
 upstream: {{ include "twc-auth-proxy.upstream" . | toJson }}
 redirect_url: {{ required "redirectUrl is required: the callback URL as browsers see it, e.g. https://dash.example.com/oauth2/callback" $v.redirectUrl | toJson }}
-upstream_timeout: {{ $v.upstreamTimeout | toJson }}
+upstream_timeout: {{ include "twc-auth-proxy.duration" (list "upstreamTimeout" $v.upstreamTimeout) }}
 shutdown_timeout: {{ printf "%ds" (int $v.shutdownTimeoutSeconds) | toJson }}
 skip_auth: {{ $v.skipAuth | default list | toJson }}
 trusted_proxies: {{ $v.trustedProxies | default list | toJson }}
@@ -91,7 +139,7 @@ auth:
   scopes: {{ $v.auth.scopes | default list | toJson }}
   refresh_margin: {{ $v.auth.refreshMargin | toJson }}
   require_nonce: {{ $v.auth.requireNonce | toJson }}
-  timeout: {{ $v.auth.timeout | toJson }}
+  timeout: {{ include "twc-auth-proxy.duration" (list "auth.timeout" $v.auth.timeout) }}
   {{- with $v.auth.postLogoutRedirectUrl }}
   post_logout_redirect_url: {{ . | toJson }}
   {{- end }}
@@ -108,7 +156,7 @@ session:
   cookie_domain: {{ . | toJson }}
   {{- end }}
   secret_file: {{ printf "%s/%s" $secretDir $v.secretKeys.sessionSecret | toJson }}
-  lifetime: {{ $v.session.lifetime | toJson }}
+  lifetime: {{ include "twc-auth-proxy.duration" (list "session.lifetime" $v.session.lifetime) }}
 log:
   format: {{ $v.log.format | toJson }}
   level: {{ $v.log.level | toJson }}
