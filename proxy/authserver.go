@@ -277,10 +277,25 @@ func (e *TokenError) Error() string {
 	return msg
 }
 
-// Rejected reports whether the auth server refused the grant itself (4xx),
-// as opposed to failing (5xx). Providers differ on the error code for a dead
-// refresh token (invalid_grant, invalid_request, ...), so the status decides.
-func (e *TokenError) Rejected() bool { return e.Status >= 400 && e.Status < 500 }
+// Rejected reports whether the auth server refused the grant itself, as
+// opposed to failing. Providers differ on the error code for a dead refresh
+// token (invalid_grant, invalid_request, ...), so a 4xx is a refusal
+// whatever its code, except the answers that say "not now": 408 and 429
+// (often from a front, not the auth server), and the codes
+// temporarily_unavailable and server_error (RFC 6749 §4.1.2.1) and TWC's
+// system_error (keystore problems), which TWC documents. Retrying those
+// later with the same grant can succeed; a 5xx is never a refusal.
+func (e *TokenError) Rejected() bool {
+	switch {
+	case e.Status < 400 || e.Status >= 500:
+		return false
+	case e.Status == http.StatusRequestTimeout || e.Status == http.StatusTooManyRequests:
+		return false
+	case e.Code == "temporarily_unavailable" || e.Code == "server_error" || e.Code == "system_error":
+		return false
+	}
+	return true
+}
 
 // errNoIDToken marks a token response that carried no id_token: for TWC the
 // ID token is the credential, so such an answer is useless.

@@ -119,10 +119,11 @@ func (r *refresher) store(key [sha256.Size]byte, e memoEntry) {
 }
 
 // classifyRefreshError decides what a failed refresh means for the session.
-// Any 4xx answer ends it, whatever the error code; so does an answer that is
-// useless (no id_token) or a token that fails verification, since retrying
-// the same grant cannot fix either. Everything else (network errors,
-// timeouts, 5xx, garbage bodies) is the auth server being unwell.
+// The auth server refusing the grant (TokenError.Rejected) ends it; so does
+// an answer that is useless (no id_token) or a token that fails
+// verification, since retrying the same grant cannot fix either. Everything
+// else (network errors, timeouts, 5xx, 408, 429, temporarily_unavailable,
+// garbage bodies) is the auth server being unwell.
 func classifyRefreshError(err error) refreshOutcome {
 	if err == nil {
 		return refreshOK

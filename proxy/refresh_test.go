@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -252,5 +253,70 @@ func TestRefreshWhileAuthServerDown(t *testing.T) {
 				t.Errorf("token_refreshes_total{unavailable} = %v, want >= 1", got)
 			}
 		})
+	}
+}
+
+// TestRefreshTransientTokenErrors: a token-endpoint answer that means "not
+// now" rather than "no" keeps the session like a 5xx does. TWC documents
+// temporarily_unavailable and system_error (keystore problems); fronts
+// answer 408 and 429.
+func TestRefreshTransientTokenErrors(t *testing.T) {
+	for _, tt := range []struct {
+		status int
+		code   string
+	}{
+		{http.StatusBadRequest, "temporarily_unavailable"},
+		{http.StatusBadRequest, "server_error"},
+		{http.StatusBadRequest, "system_error"},
+		{http.StatusUnauthorized, "temporarily_unavailable"},
+		{http.StatusTooManyRequests, ""},
+		{http.StatusRequestTimeout, ""},
+	} {
+		t.Run(fmt.Sprint(tt.status, tt.code), func(t *testing.T) {
+			h, c := signedIn(t)
+			first := tokenOf(t, h.lastUpstream())
+			h.idp.SetFaults(authtest.Faults{TokenStatus: tt.status, TokenErrorCode: tt.code})
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			resp, body := h.fetch(c, "/a")
+			if resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) != first || !h.hasSession(c) {
+				t.Fatalf("got %d %s (session kept: %v), want 200 with the old token", resp.StatusCode, body, h.hasSession(c))
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "unavailable"}); got != 1 {
+				t.Errorf("token_refreshes_total{unavailable} = %v, want 1", got)
+			}
+			h.idp.SetFaults(authtest.Faults{})
+			h.clock.Advance(10 * time.Second)
+			if resp, body := h.fetch(c, "/b"); resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) == first {
+				t.Fatalf("after recovery: got %d %s, want 200 with a new token", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestTokenErrorRejected(t *testing.T) {
+	for _, tt := range []struct {
+		status int
+		code   string
+		want   bool
+	}{
+		{http.StatusBadRequest, "invalid_grant", true},
+		{http.StatusBadRequest, "invalid_request", true},
+		{http.StatusUnauthorized, "invalid_client", true},
+		{http.StatusBadRequest, "unauthorized_client", true},
+		{http.StatusBadRequest, "", true},
+		{http.StatusForbidden, "", true},
+		{http.StatusBadRequest, "temporarily_unavailable", false},
+		{http.StatusBadRequest, "server_error", false},
+		{http.StatusBadRequest, "system_error", false},
+		{http.StatusTooManyRequests, "", false},
+		{http.StatusTooManyRequests, "invalid_request", false},
+		{http.StatusRequestTimeout, "", false},
+		{http.StatusInternalServerError, "invalid_grant", false},
+		{http.StatusServiceUnavailable, "", false},
+	} {
+		te := &TokenError{Status: tt.status, Code: tt.code}
+		if got := te.Rejected(); got != tt.want {
+			t.Errorf("TokenError{%d %q}.Rejected() = %v, want %v", tt.status, tt.code, got, tt.want)
+		}
 	}
 }
