@@ -91,15 +91,25 @@ type endpoints struct {
 	pkce       bool
 	oauth      *oauth2.Config
 	verifier   *oidc.IDTokenVerifier // audience = the proxy's client_id
-	keys       oidc.KeySet           // shared by every verifier of this provider
+	keys       *keySet               // shared by every verifier of this provider
 	algs       []string
 }
 
-// verifierFor returns a verifier for ID tokens issued to clientID, or, when
-// clientID is empty, to any audience (the caller checks it). It shares the
-// provider's cached JWKS.
+// verifierFor returns a verifier for ID tokens from the token endpoint
+// issued to clientID. It shares the provider's cached JWKS.
 func (ep *endpoints) verifierFor(clientID string, now func() time.Time) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(ep.issuer, ep.keys, &oidc.Config{
+	return ep.newVerifier(ep.keys, clientID, now)
+}
+
+// callerVerifier returns a verifier for tokens that callers bring, issued to
+// any audience (the caller checks it). It shares the provider's cached JWKS
+// but refetches it at most once per callerKeyRefetch.
+func (ep *endpoints) callerVerifier(now func() time.Time) *oidc.IDTokenVerifier {
+	return ep.newVerifier(ep.keys.forCallers(), "", now)
+}
+
+func (ep *endpoints) newVerifier(keys oidc.KeySet, clientID string, now func() time.Time) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(ep.issuer, keys, &oidc.Config{
 		ClientID:             clientID,
 		SkipClientIDCheck:    clientID == "",
 		SupportedSigningAlgs: ep.algs,
@@ -234,10 +244,7 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 			return nil, fmt.Errorf("discovery: provider signs ID tokens only with %v; only asymmetric algorithms are accepted", doc.Algorithms)
 		}
 	}
-	// The key set keeps this context for every later JWKS fetch, so it must
-	// outlive this call; the client's own timeout bounds each fetch.
-	keyCtx := oidc.ClientContext(context.Background(), a.client)
-	keys := oidc.NewRemoteKeySet(keyCtx, doc.JWKSURL)
+	keys := newKeySet(doc.JWKSURL, a.client, a.cfg.Timeout, func() time.Time { return a.now() })
 	scopes := append([]string{oidc.ScopeOpenID}, a.cfg.Scopes...)
 	scopes = slices.Compact(scopes)
 	ep := &endpoints{

@@ -256,6 +256,69 @@ func TestRefreshWhileAuthServerDown(t *testing.T) {
 	}
 }
 
+// TestRefreshWhileKeysUnavailable: the token endpoint answers but jwks.json
+// does not, right after the provider rotated its key, so the new token
+// cannot be checked. That is the auth server being unwell, not a bad token:
+// the session is kept. The answer's refresh token is already spent (and the
+// fake rotates, revoking the grant on reuse), so once the keys are back the
+// proxy verifies the answer it kept instead of refreshing again; if that
+// answer expired meanwhile, it spends the answer's new refresh token.
+func TestRefreshWhileKeysUnavailable(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		outage    time.Duration // after the old token expired
+		refreshes int
+	}{
+		{"keys back while the answer is valid", 0, 1},
+		{"keys back after the answer expired", 5 * time.Minute, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, c := signedIn(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = true })
+			first := tokenOf(t, h.lastUpstream())
+			if err := h.idp.RotateKey(); err != nil {
+				t.Fatal(err)
+			}
+			h.idp.SetFaults(authtest.Faults{JWKSStatus: http.StatusServiceUnavailable})
+
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			resp, body := h.fetch(c, "/a")
+			if resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) != first {
+				t.Fatalf("got %d %s, want 200 with the old token", resp.StatusCode, body)
+			}
+			h.clock.Advance(time.Minute)
+			resp, body = h.fetch(c, "/b")
+			if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "could not renew") {
+				t.Fatalf("past expiry: got %d %s, want 503", resp.StatusCode, body)
+			}
+			if !h.hasSession(c) {
+				t.Fatal("session dropped because jwks.json was unavailable")
+			}
+
+			h.clock.Advance(tt.outage)
+			h.idp.SetFaults(authtest.Faults{})
+			h.clock.Advance(10 * time.Second)
+			resp, body = h.fetch(c, "/c")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("keys back: got %d %s, want 200", resp.StatusCode, body)
+			}
+			if tokenOf(t, h.lastUpstream()) == first {
+				t.Error("upstream got the old token after the keys came back")
+			}
+			if n := h.idp.TokenCalls("refresh_token"); n != tt.refreshes {
+				t.Errorf("refresh calls = %d, want %d", n, tt.refreshes)
+			}
+			for result, want := range map[string]float64{"success": 1, "rejected": 0, "invalid": 0} {
+				if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": result}); got != want {
+					t.Errorf("token_refreshes_total{%s} = %v, want %v", result, got, want)
+				}
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "unavailable"}); got < 1 {
+				t.Errorf("token_refreshes_total{unavailable} = %v, want >= 1", got)
+			}
+		})
+	}
+}
+
 // TestRefreshTransientTokenErrors: a token-endpoint answer that means "not
 // now" rather than "no" keeps the session like a 5xx does. TWC documents
 // temporarily_unavailable and system_error (keystore problems); fronts
