@@ -27,6 +27,8 @@ const (
 	// incident, and costs memory only while keys are unavailable.
 	refreshPendingTTL = time.Hour
 	refreshMemoMax    = 50000 // bound on remembered outcomes
+	// refreshChainMax bounds how many remembered refreshes recall follows.
+	refreshChainMax = 8
 )
 
 // refreshOutcome classifies a refresh for the caller.
@@ -68,10 +70,11 @@ func newRefresher(auth *AuthServer, now func() time.Time) *refresher {
 // refresh returns the session that replaces old. shared reports that the
 // result came from another request's refresh (in flight or remembered).
 func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Session) (sess *session.Session, outcome refreshOutcome, shared bool, err error) {
-	key := refreshKey(old.RefreshToken)
-	if e, ok := r.lookup(key); ok {
+	from, e, ok := r.recall(old)
+	if ok {
 		return e.sess, e.outcome, true, e.err
 	}
+	key := refreshKey(from.RefreshToken)
 	// singleflight reports "shared" to the leader too once others joined,
 	// so whether this call did the work is tracked here.
 	leader := false
@@ -83,12 +86,30 @@ func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Ses
 		leader = true
 		// The refresh serves every waiting request, so one client going
 		// away must not cancel it; the auth timeout still bounds it.
-		e = r.attempt(context.WithoutCancel(ctx), ep, old, e)
+		e = r.attempt(context.WithoutCancel(ctx), ep, from, e)
 		r.store(key, e)
 		return e, nil
 	})
-	e := v.(memoEntry)
+	e = v.(memoEntry)
 	return e.sess, e.outcome, !leader, e.err
+}
+
+// recall looks old's refresh up in the memo; ok means e is the outcome to
+// serve. Otherwise from is the session to refresh: old itself or, when old's
+// refresh is remembered as a success whose ID token has expired since (a
+// token lifetime shorter than refreshMemoTTL), the session that refresh made.
+// Its refresh token is the newest this replica knows for the sign-in; old's
+// may be spent, and a rotating provider revokes the grant when a spent
+// token comes back.
+func (r *refresher) recall(old *session.Session) (from *session.Session, e memoEntry, ok bool) {
+	for range refreshChainMax {
+		got, hit := r.lookup(refreshKey(old.RefreshToken))
+		if hit || got.sess == nil || got.sess.RefreshToken == old.RefreshToken {
+			return old, got, hit
+		}
+		old = got.sess
+	}
+	return old, memoEntry{}, false
 }
 
 // attempt refreshes from: it verifies prev's pending answer when there is
@@ -134,8 +155,11 @@ func refreshKey(refreshToken string) [sha256.Size]byte {
 }
 
 // lookup returns the memo's entry for key; ok means it is an outcome to
-// serve, remembered less than its TTL ago. Otherwise the entry returned is
-// empty or holds an answer still to verify (pending).
+// serve: remembered less than its TTL ago and, for a success, with an ID
+// token still valid at now, so that an expired token is never forwarded.
+// Otherwise the entry returned is empty, or holds only the session of a
+// success whose token has expired (sess), or an answer still to verify
+// (pending).
 func (r *refresher) lookup(key [sha256.Size]byte) (memoEntry, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -144,8 +168,10 @@ func (r *refresher) lookup(key [sha256.Size]byte) (memoEntry, bool) {
 	switch {
 	case !found:
 		return memoEntry{}, false
-	case now.Before(e.until):
+	case now.Before(e.until) && (e.outcome != refreshOK || now.Before(e.sess.Expiry)):
 		return e, true
+	case now.Before(e.until) && e.outcome == refreshOK:
+		return memoEntry{sess: e.sess}, false
 	case now.Before(e.pendingUntil):
 		return memoEntry{pending: e.pending, pendingUntil: e.pendingUntil}, false
 	}

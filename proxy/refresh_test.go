@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -382,4 +383,52 @@ func TestTokenErrorRejected(t *testing.T) {
 			t.Errorf("TokenError{%d %q}.Rejected() = %v, want %v", tt.status, tt.code, got, tt.want)
 		}
 	}
+}
+
+// TestRefreshMemoNeverServesExpiredToken: with ID tokens that live less
+// than the 30 s refresh memo, a remembered refresh can expire before a
+// request with the same cookie comes; it must be refreshed, not forwarded.
+// The straggler still carries the cookie from before the first refresh.
+func TestRefreshMemoNeverServesExpiredToken(t *testing.T) {
+	for _, rotate := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no rotation", true: "rotation"}[rotate], func(t *testing.T) {
+			h, c := signedIn(t, func(o *harnessOpts) {
+				o.idp.TokenTTL = 20 * time.Second
+				o.idp.RotateRefreshTokens = rotate
+			})
+			straggler := h.browser()
+			u := mustURL(h.proxy.URL)
+			straggler.Jar.SetCookies(u, c.Jar.Cookies(u))
+			// The 20 s token is inside the 30 s margin at once.
+			if resp, _ := h.fetch(c, "/a"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("refresh: got %d", resp.StatusCode)
+			}
+			before := h.idp.TokenCalls("refresh_token")
+			h.clock.Advance(25 * time.Second) // that refresh is remembered, its token expired
+			for _, b := range []*http.Client{straggler, c} {
+				resp, body := h.fetch(b, "/b")
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("got %d %s, want 200", resp.StatusCode, body)
+				}
+				if exp := tokenExpiry(t, tokenOf(t, h.lastUpstream())); !h.clock.Now().Before(exp) {
+					t.Fatalf("forwarded a token that expired at %v (now %v)", exp, h.clock.Now())
+				}
+			}
+			if n := h.idp.TokenCalls("refresh_token") - before; n != 1 {
+				t.Errorf("refresh calls for both = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// tokenExpiry reads the exp claim of a JWT.
+func tokenExpiry(t *testing.T, raw string) time.Time {
+	t.Helper()
+	var c struct {
+		Exp int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(mustPayload(t, raw), &c); err != nil {
+		t.Fatal(err)
+	}
+	return time.Unix(c.Exp, 0)
 }
