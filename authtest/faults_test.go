@@ -132,6 +132,9 @@ func TestFaults(t *testing.T) {
 		{"TokenStatus invalid", authtest.Faults{TokenStatus: 42}, func(t *testing.T, s *authtest.Server, clk *clock, r tokenResult) {
 			wantError(t, r, http.StatusInternalServerError, "temporarily_unavailable")
 		}},
+		{"TokenErrorCode", authtest.Faults{TokenStatus: http.StatusBadRequest, TokenErrorCode: "system_error"}, func(t *testing.T, s *authtest.Server, clk *clock, r tokenResult) {
+			wantError(t, r, http.StatusBadRequest, "system_error")
+		}},
 		{"MalformedJSON", authtest.Faults{MalformedJSON: true}, func(t *testing.T, s *authtest.Server, clk *clock, r tokenResult) {
 			if r.status != http.StatusOK || r.body != nil || r.raw == "" {
 				t.Errorf("got %d %q, want 200 with a truncated JSON body", r.status, r.raw)

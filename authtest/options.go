@@ -95,9 +95,12 @@ type Options struct {
 // TokenDelay, TokenStatus and MalformedJSON model failures in front of the
 // auth server (a proxy, an overloaded JVM): they act before any validation,
 // even of X-Auth-Secret, and consume no code or refresh token, so a client
-// may retry with the same one. The ID-token faults apply to every token
-// endpoint response; the nonce faults only to the authorization_code grant,
-// because refreshed ID tokens carry no nonce (OpenID Connect Core §12.2).
+// may retry with the same one. TokenErrorCode picks the error code of such
+// an answer among those TWC documents (temporarily_unavailable, system_error
+// for keystore problems, ...) or RFC 6749's. The ID-token faults apply to
+// every token endpoint response; the nonce faults only to the
+// authorization_code grant, because refreshed ID tokens carry no nonce
+// (OpenID Connect Core §12.2).
 type Faults struct {
 	BadSignature         bool          // ID-token signature bytes are corrupted
 	WrongIssuer          bool          // iss is the issuer + "-wrong"
@@ -109,7 +112,8 @@ type Faults struct {
 	IncludeAccessToken   bool          // token responses carry an opaque access_token (TWC legacy sends none)
 	OmitIDToken          bool          // token responses carry no id_token
 	OmitIDTokenOnRefresh bool          // refresh-grant responses carry no id_token
-	TokenStatus          int           // non-zero: token endpoint answers this status, error temporarily_unavailable
+	TokenStatus          int           // non-zero: token endpoint answers this status, error TokenErrorCode
+	TokenErrorCode       string        // the error of a TokenStatus answer; default temporarily_unavailable
 	TokenDelay           time.Duration // token endpoint waits this long (or until the client gives up)
 	MalformedJSON        bool          // token endpoint answers 200 with truncated JSON
 	JWKSStatus           int           // non-zero: jwks.json answers this status (keys unreachable)

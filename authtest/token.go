@@ -78,7 +78,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		if status < 100 || status > 999 {
 			status = http.StatusInternalServerError
 		}
-		writeJSON(w, status, tokenError{Code: "temporarily_unavailable", Description: "authtest: injected fault"})
+		code := f.TokenErrorCode
+		if code == "" {
+			code = "temporarily_unavailable"
+		}
+		writeJSON(w, status, tokenError{Code: code, Description: "authtest: injected fault"})
 		return
 	case f.MalformedJSON:
 		w.Header().Set("Content-Type", "application/json;charset=UTF-8")

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -45,11 +46,14 @@ type apiVerifier struct {
 
 // verifyAPIToken checks a caller's token like an ID token at login
 // (signature via JWKS, issuer, expiry, asymmetric algorithms only, sub
-// present, iat not in the future) with the audience in cfg.APITokens.
+// present, iat not in the future) with the audience in cfg.APITokens. A
+// signature that no held key verifies refetches the JWKS at most once per
+// callerKeyRefetch, so forged tokens cannot make the proxy hammer the auth
+// server.
 func (s *Server) verifyAPIToken(ctx context.Context, ep *endpoints, raw string) (*oidc.IDToken, error) {
 	av := s.apiVerifier.Load()
 	if av == nil || av.ep != ep {
-		av = &apiVerifier{ep: ep, v: ep.verifierFor("", s.now)}
+		av = &apiVerifier{ep: ep, v: ep.callerVerifier(s.now)}
 		s.apiVerifier.Store(av)
 	}
 	tok, err := s.auth.verify(ctx, av.v, raw, nil, "")
@@ -78,6 +82,15 @@ func (s *Server) serveAPIToken(w *recorder, r *http.Request, raw string) {
 		return
 	}
 	tok, err := s.verifyAPIToken(r.Context(), ep, raw)
+	if errors.Is(err, errKeysUnavailable) {
+		// The token may be good: say the auth server is unavailable, as
+		// before discovery, and do not forward it.
+		s.m.APITokens.WithLabelValues("unavailable").Inc()
+		w.outcome = "api_token_unavailable"
+		s.log.Warn("api token not verified: signing keys unavailable", zap.String("request_id", w.id), zap.Error(err))
+		writeJSONError(w, http.StatusServiceUnavailable, "unavailable", "the auth server's signing keys could not be fetched; cannot verify tokens, try again later")
+		return
+	}
 	if err != nil {
 		s.rejectAPIToken(w, "the token is invalid or expired", err)
 		return

@@ -91,15 +91,25 @@ type endpoints struct {
 	pkce       bool
 	oauth      *oauth2.Config
 	verifier   *oidc.IDTokenVerifier // audience = the proxy's client_id
-	keys       oidc.KeySet           // shared by every verifier of this provider
+	keys       *keySet               // shared by every verifier of this provider
 	algs       []string
 }
 
-// verifierFor returns a verifier for ID tokens issued to clientID, or, when
-// clientID is empty, to any audience (the caller checks it). It shares the
-// provider's cached JWKS.
+// verifierFor returns a verifier for ID tokens from the token endpoint
+// issued to clientID. It shares the provider's cached JWKS.
 func (ep *endpoints) verifierFor(clientID string, now func() time.Time) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(ep.issuer, ep.keys, &oidc.Config{
+	return ep.newVerifier(ep.keys, clientID, now)
+}
+
+// callerVerifier returns a verifier for tokens that callers bring, issued to
+// any audience (the caller checks it). It shares the provider's cached JWKS
+// but refetches it at most once per callerKeyRefetch.
+func (ep *endpoints) callerVerifier(now func() time.Time) *oidc.IDTokenVerifier {
+	return ep.newVerifier(ep.keys.forCallers(), "", now)
+}
+
+func (ep *endpoints) newVerifier(keys oidc.KeySet, clientID string, now func() time.Time) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(ep.issuer, keys, &oidc.Config{
 		ClientID:             clientID,
 		SkipClientIDCheck:    clientID == "",
 		SupportedSigningAlgs: ep.algs,
@@ -234,10 +244,7 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 			return nil, fmt.Errorf("discovery: provider signs ID tokens only with %v; only asymmetric algorithms are accepted", doc.Algorithms)
 		}
 	}
-	// The key set keeps this context for every later JWKS fetch, so it must
-	// outlive this call; the client's own timeout bounds each fetch.
-	keyCtx := oidc.ClientContext(context.Background(), a.client)
-	keys := oidc.NewRemoteKeySet(keyCtx, doc.JWKSURL)
+	keys := newKeySet(doc.JWKSURL, a.client, a.cfg.Timeout, func() time.Time { return a.now() })
 	scopes := append([]string{oidc.ScopeOpenID}, a.cfg.Scopes...)
 	scopes = slices.Compact(scopes)
 	ep := &endpoints{
@@ -277,10 +284,25 @@ func (e *TokenError) Error() string {
 	return msg
 }
 
-// Rejected reports whether the auth server refused the grant itself (4xx),
-// as opposed to failing (5xx). Providers differ on the error code for a dead
-// refresh token (invalid_grant, invalid_request, ...), so the status decides.
-func (e *TokenError) Rejected() bool { return e.Status >= 400 && e.Status < 500 }
+// Rejected reports whether the auth server refused the grant itself, as
+// opposed to failing. Providers differ on the error code for a dead refresh
+// token (invalid_grant, invalid_request, ...), so a 4xx is a refusal
+// whatever its code, except the answers that say "not now": 408 and 429
+// (often from a front, not the auth server), and the codes
+// temporarily_unavailable and server_error (RFC 6749 §4.1.2.1) and TWC's
+// system_error (keystore problems), which TWC documents. Retrying those
+// later with the same grant can succeed; a 5xx is never a refusal.
+func (e *TokenError) Rejected() bool {
+	switch {
+	case e.Status < 400 || e.Status >= 500:
+		return false
+	case e.Status == http.StatusRequestTimeout || e.Status == http.StatusTooManyRequests:
+		return false
+	case e.Code == "temporarily_unavailable" || e.Code == "server_error" || e.Code == "system_error":
+		return false
+	}
+	return true
+}
 
 // errNoIDToken marks a token response that carried no id_token: for TWC the
 // ID token is the credential, so such an answer is useless.

@@ -48,10 +48,12 @@ func (a *AuthServer) redeem(ctx context.Context, ep *endpoints, code, verifier, 
 	}, nil
 }
 
-// refresh trades a refresh token for a new ID token (the vendor's step 5).
-// A provider that does not rotate refresh tokens answers without one; the
-// old one then stays in use.
-func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Session) (*session.Session, error) {
+// refresh trades old's refresh token for a new ID token (the vendor's step
+// 5) and verifies it. When the answer came but the provider's keys could
+// not be had to check it (errKeysUnavailable), the answer is returned too:
+// the refresh token is spent, so the caller keeps the answer to verify later
+// with refreshed instead of spending the token again.
+func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Session) (*session.Session, *tokenResponse, error) {
 	form := url.Values{
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {old.RefreshToken},
@@ -60,8 +62,19 @@ func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Se
 	}
 	tr, err := a.postToken(ctx, ep, form, nil)
 	if err != nil {
-		return nil, fmt.Errorf("refresh: %w", err)
+		return nil, nil, fmt.Errorf("refresh: %w", err)
 	}
+	sess, err := a.refreshed(ctx, ep, old, tr)
+	if errors.Is(err, errKeysUnavailable) {
+		return nil, tr, err
+	}
+	return sess, nil, err
+}
+
+// refreshed verifies tr, the token endpoint's answer to refreshing old, and
+// returns the session it makes. A provider that does not rotate refresh
+// tokens answers without one; the old one then stays in use.
+func (a *AuthServer) refreshed(ctx context.Context, ep *endpoints, old *session.Session, tr *tokenResponse) (*session.Session, error) {
 	// OIDC Core §12.2: a refreshed ID token should carry no nonce, and if it
 	// does it is the login's, which the session does not keep; skip the check.
 	tok, err := a.verify(ctx, ep.verifier, tr.IDToken, nil, a.cfg.ClientID)
@@ -86,7 +99,10 @@ func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Se
 
 // verify checks an ID token: signature against the provider's JWKS, issuer,
 // audience, expiry and algorithm (go-oidc), then what go-oidc leaves to the
-// caller: the nonce, an iat in the future and a missing sub.
+// caller: the nonce, an iat in the future and a missing sub. A failure is
+// errInvalidToken, except when the signature could not be checked for want
+// of the provider's keys: that is errKeysUnavailable, the auth server being
+// unwell rather than the token being bad.
 //
 // nonce is the login request's nonce, or nil when there was none to check
 // against. TWC never puts a nonce in its tokens, so an absent nonce passes
@@ -96,8 +112,12 @@ func (a *AuthServer) refresh(ctx context.Context, ep *endpoints, old *session.Se
 // OIDC Core §3.1.3.7 says a token with several audiences should carry azp,
 // and an azp naming another client means the token was not issued to us.
 func (a *AuthServer) verify(ctx context.Context, v *oidc.IDTokenVerifier, raw string, nonce *string, clientID string) (*oidc.IDToken, error) {
-	tok, err := v.Verify(ctx, raw)
+	vctx, probe := withKeysProbe(ctx)
+	tok, err := v.Verify(vctx, raw)
 	if err != nil {
+		if probe.err != nil {
+			return nil, probe.err
+		}
 		return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 	}
 	if tok.Subject == "" {

@@ -227,6 +227,8 @@ func TestLoginWhileAuthServerFails(t *testing.T) {
 		status int
 	}{
 		{"token endpoint 500", authtest.Faults{TokenStatus: http.StatusInternalServerError}, false, http.StatusBadGateway},
+		{"token endpoint 429", authtest.Faults{TokenStatus: http.StatusTooManyRequests}, false, http.StatusBadGateway},
+		{"jwks.json 503", authtest.Faults{JWKSStatus: http.StatusServiceUnavailable}, false, http.StatusBadGateway},
 		{"malformed JSON", authtest.Faults{MalformedJSON: true}, false, http.StatusBadGateway},
 		{"slow token endpoint", authtest.Faults{TokenDelay: 10 * time.Second}, false, http.StatusGatewayTimeout},
 		{"auth server gone", authtest.Faults{}, true, http.StatusBadGateway},

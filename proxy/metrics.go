@@ -99,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 		APITokens: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "twc_auth_proxy_api_tokens_total",
-			Help: "Caller-supplied API tokens (Authorization: Token/Bearer), by result: accepted or rejected.",
+			Help: "Caller-supplied API tokens (Authorization: Token/Bearer), by result: accepted, rejected, or unavailable (the auth server's signing keys could not be fetched).",
 		}, []string{"result"}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{

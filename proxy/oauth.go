@@ -121,7 +121,9 @@ func (s *Server) callback(w *recorder, r *http.Request) {
 }
 
 // classifyLoginError maps a failed code exchange to a status, a metric
-// result and a message for the user.
+// result and a message for the user. Signing keys that could not be fetched
+// (errKeysUnavailable) are the auth server failing, not an invalid token:
+// they fall through to the timeout and error cases.
 func classifyLoginError(err error) (status int, result, msg string) {
 	var te *TokenError
 	var ne net.Error

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
 	"golang.org/x/sync/singleflight"
 )
@@ -19,7 +20,15 @@ import (
 const (
 	refreshMemoTTL     = 30 * time.Second
 	refreshFailMemoTTL = 5 * time.Second // transient failures: retry soon
-	refreshMemoMax     = 50000           // bound on remembered outcomes
+	// refreshPendingTTL is how long a token-endpoint answer that could not
+	// be verified for want of the provider's keys is kept to verify again.
+	// Its refresh token is spent, so forgetting the answer means spending
+	// that token again. An hour rides out a jwks.json outage short of an
+	// incident, and costs memory only while keys are unavailable.
+	refreshPendingTTL = time.Hour
+	refreshMemoMax    = 50000 // bound on remembered outcomes
+	// refreshChainMax bounds how many remembered refreshes recall follows.
+	refreshChainMax = 8
 )
 
 // refreshOutcome classifies a refresh for the caller.
@@ -36,6 +45,11 @@ type memoEntry struct {
 	outcome refreshOutcome
 	err     error
 	until   time.Time
+	// pending is the token endpoint's answer, not yet verified because the
+	// provider's keys were unavailable. The refresh token it answered is
+	// spent, so attempts until pendingUntil verify this answer instead.
+	pending      *tokenResponse
+	pendingUntil time.Time
 }
 
 // refresher makes sure each refresh token is spent at most once per
@@ -56,32 +70,83 @@ func newRefresher(auth *AuthServer, now func() time.Time) *refresher {
 // refresh returns the session that replaces old. shared reports that the
 // result came from another request's refresh (in flight or remembered).
 func (r *refresher) refresh(ctx context.Context, ep *endpoints, old *session.Session) (sess *session.Session, outcome refreshOutcome, shared bool, err error) {
-	key := refreshKey(old.RefreshToken)
-	if e, ok := r.lookup(key); ok {
+	from, e, ok := r.recall(old)
+	if ok {
 		return e.sess, e.outcome, true, e.err
 	}
+	key := refreshKey(from.RefreshToken)
 	// singleflight reports "shared" to the leader too once others joined,
 	// so whether this call did the work is tracked here.
 	leader := false
 	v, _, _ := r.group.Do(string(key[:]), func() (any, error) {
-		if e, ok := r.lookup(key); ok {
+		e, ok := r.lookup(key)
+		if ok {
 			return e, nil
 		}
 		leader = true
 		// The refresh serves every waiting request, so one client going
 		// away must not cancel it; the auth timeout still bounds it.
-		sess, err := r.auth.refresh(context.WithoutCancel(ctx), ep, old)
-		e := memoEntry{sess: sess, err: err, outcome: classifyRefreshError(err)}
-		ttl := refreshMemoTTL
-		if e.outcome == refreshUnavailable {
-			ttl = refreshFailMemoTTL
-		}
-		e.until = r.now().Add(ttl)
+		e = r.attempt(context.WithoutCancel(ctx), ep, from, e)
 		r.store(key, e)
 		return e, nil
 	})
-	e := v.(memoEntry)
+	e = v.(memoEntry)
 	return e.sess, e.outcome, !leader, e.err
+}
+
+// recall looks old's refresh up in the memo; ok means e is the outcome to
+// serve. Otherwise from is the session to refresh: old itself or, when old's
+// refresh is remembered as a success whose ID token has expired since (a
+// token lifetime shorter than refreshMemoTTL), the session that refresh made.
+// Its refresh token is the newest this replica knows for the sign-in; old's
+// may be spent, and a rotating provider revokes the grant when a spent
+// token comes back.
+func (r *refresher) recall(old *session.Session) (from *session.Session, e memoEntry, ok bool) {
+	for range refreshChainMax {
+		got, hit := r.lookup(refreshKey(old.RefreshToken))
+		if hit || got.sess == nil || got.sess.RefreshToken == old.RefreshToken {
+			return old, got, hit
+		}
+		old = got.sess
+	}
+	return old, memoEntry{}, false
+}
+
+// attempt refreshes from: it verifies prev's pending answer when there is
+// one, else it spends from's refresh token.
+func (r *refresher) attempt(ctx context.Context, ep *endpoints, from *session.Session, prev memoEntry) memoEntry {
+	if tr := prev.pending; tr != nil {
+		sess, err := r.auth.refreshed(ctx, ep, from, tr)
+		var expired *oidc.TokenExpiredError
+		switch {
+		case errors.Is(err, errKeysUnavailable):
+			return r.entry(nil, err, tr, prev.pendingUntil)
+		case !errors.As(err, &expired):
+			return r.entry(sess, err, nil, time.Time{})
+		case tr.RefreshToken != "":
+			// The keys came back after the answer's ID token expired. The
+			// answer came from the token endpoint (and go-oidc checks
+			// expiry only after the signature): its rotated refresh token
+			// is the live one.
+			from = &session.Session{Subject: from.Subject, RefreshToken: tr.RefreshToken, Created: from.Created}
+		}
+	}
+	sess, tr, err := r.auth.refresh(ctx, ep, from)
+	if tr != nil {
+		return r.entry(nil, err, tr, r.now().Add(refreshPendingTTL))
+	}
+	return r.entry(sess, err, nil, time.Time{})
+}
+
+// entry is the memo entry for a refresh result.
+func (r *refresher) entry(sess *session.Session, err error, pending *tokenResponse, pendingUntil time.Time) memoEntry {
+	e := memoEntry{sess: sess, err: err, outcome: classifyRefreshError(err), pending: pending, pendingUntil: pendingUntil}
+	ttl := refreshMemoTTL
+	if e.outcome == refreshUnavailable {
+		ttl = refreshFailMemoTTL
+	}
+	e.until = r.now().Add(ttl)
+	return e
 }
 
 // refreshKey identifies a refresh token in the memo without keeping it.
@@ -89,14 +154,28 @@ func refreshKey(refreshToken string) [sha256.Size]byte {
 	return sha256.Sum256([]byte(refreshToken))
 }
 
+// lookup returns the memo's entry for key; ok means it is an outcome to
+// serve: remembered less than its TTL ago and, for a success, with an ID
+// token still valid at now, so that an expired token is never forwarded.
+// Otherwise the entry returned is empty, or holds only the session of a
+// success whose token has expired (sess), or an answer still to verify
+// (pending).
 func (r *refresher) lookup(key [sha256.Size]byte) (memoEntry, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.memo[key]
-	if !ok || !r.now().Before(e.until) {
+	now := r.now()
+	e, found := r.memo[key]
+	switch {
+	case !found:
 		return memoEntry{}, false
+	case now.Before(e.until) && (e.outcome != refreshOK || now.Before(e.sess.Expiry)):
+		return e, true
+	case now.Before(e.until) && e.outcome == refreshOK:
+		return memoEntry{sess: e.sess}, false
+	case now.Before(e.pendingUntil):
+		return memoEntry{pending: e.pending, pendingUntil: e.pendingUntil}, false
 	}
-	return e, true
+	return memoEntry{}, false
 }
 
 func (r *refresher) store(key [sha256.Size]byte, e memoEntry) {
@@ -105,7 +184,7 @@ func (r *refresher) store(key [sha256.Size]byte, e memoEntry) {
 	if len(r.memo) >= refreshMemoMax/2 {
 		now := r.now()
 		for k, old := range r.memo {
-			if !now.Before(old.until) {
+			if !now.Before(old.until) && !now.Before(old.pendingUntil) {
 				delete(r.memo, k)
 			}
 		}
@@ -119,13 +198,18 @@ func (r *refresher) store(key [sha256.Size]byte, e memoEntry) {
 }
 
 // classifyRefreshError decides what a failed refresh means for the session.
-// Any 4xx answer ends it, whatever the error code; so does an answer that is
-// useless (no id_token) or a token that fails verification, since retrying
-// the same grant cannot fix either. Everything else (network errors,
-// timeouts, 5xx, garbage bodies) is the auth server being unwell.
+// The auth server refusing the grant (TokenError.Rejected) ends it; so does
+// an answer that is useless (no id_token) or a token that fails
+// verification, since retrying the same grant cannot fix either. Everything
+// else (network errors, timeouts, 5xx, 408, 429, temporarily_unavailable,
+// garbage bodies, signing keys that cannot be fetched) is the auth server
+// being unwell.
 func classifyRefreshError(err error) refreshOutcome {
 	if err == nil {
 		return refreshOK
+	}
+	if errors.Is(err, errKeysUnavailable) {
+		return refreshUnavailable
 	}
 	var te *TokenError
 	if errors.As(err, &te) {

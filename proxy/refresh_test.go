@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -253,4 +255,180 @@ func TestRefreshWhileAuthServerDown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefreshWhileKeysUnavailable: the token endpoint answers but jwks.json
+// does not, right after the provider rotated its key, so the new token
+// cannot be checked. That is the auth server being unwell, not a bad token:
+// the session is kept. The answer's refresh token is already spent (and the
+// fake rotates, revoking the grant on reuse), so once the keys are back the
+// proxy verifies the answer it kept instead of refreshing again; if that
+// answer expired meanwhile, it spends the answer's new refresh token.
+func TestRefreshWhileKeysUnavailable(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		outage    time.Duration // after the old token expired
+		refreshes int
+	}{
+		{"keys back while the answer is valid", 0, 1},
+		{"keys back after the answer expired", 5 * time.Minute, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, c := signedIn(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = true })
+			first := tokenOf(t, h.lastUpstream())
+			if err := h.idp.RotateKey(); err != nil {
+				t.Fatal(err)
+			}
+			h.idp.SetFaults(authtest.Faults{JWKSStatus: http.StatusServiceUnavailable})
+
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			resp, body := h.fetch(c, "/a")
+			if resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) != first {
+				t.Fatalf("got %d %s, want 200 with the old token", resp.StatusCode, body)
+			}
+			h.clock.Advance(time.Minute)
+			resp, body = h.fetch(c, "/b")
+			if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "could not renew") {
+				t.Fatalf("past expiry: got %d %s, want 503", resp.StatusCode, body)
+			}
+			if !h.hasSession(c) {
+				t.Fatal("session dropped because jwks.json was unavailable")
+			}
+
+			h.clock.Advance(tt.outage)
+			h.idp.SetFaults(authtest.Faults{})
+			h.clock.Advance(10 * time.Second)
+			resp, body = h.fetch(c, "/c")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("keys back: got %d %s, want 200", resp.StatusCode, body)
+			}
+			if tokenOf(t, h.lastUpstream()) == first {
+				t.Error("upstream got the old token after the keys came back")
+			}
+			if n := h.idp.TokenCalls("refresh_token"); n != tt.refreshes {
+				t.Errorf("refresh calls = %d, want %d", n, tt.refreshes)
+			}
+			for result, want := range map[string]float64{"success": 1, "rejected": 0, "invalid": 0} {
+				if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": result}); got != want {
+					t.Errorf("token_refreshes_total{%s} = %v, want %v", result, got, want)
+				}
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "unavailable"}); got < 1 {
+				t.Errorf("token_refreshes_total{unavailable} = %v, want >= 1", got)
+			}
+		})
+	}
+}
+
+// TestRefreshTransientTokenErrors: a token-endpoint answer that means "not
+// now" rather than "no" keeps the session like a 5xx does. TWC documents
+// temporarily_unavailable and system_error (keystore problems); fronts
+// answer 408 and 429.
+func TestRefreshTransientTokenErrors(t *testing.T) {
+	for _, tt := range []struct {
+		status int
+		code   string
+	}{
+		{http.StatusBadRequest, "temporarily_unavailable"},
+		{http.StatusBadRequest, "server_error"},
+		{http.StatusBadRequest, "system_error"},
+		{http.StatusUnauthorized, "temporarily_unavailable"},
+		{http.StatusTooManyRequests, ""},
+		{http.StatusRequestTimeout, ""},
+	} {
+		t.Run(fmt.Sprint(tt.status, tt.code), func(t *testing.T) {
+			h, c := signedIn(t)
+			first := tokenOf(t, h.lastUpstream())
+			h.idp.SetFaults(authtest.Faults{TokenStatus: tt.status, TokenErrorCode: tt.code})
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			resp, body := h.fetch(c, "/a")
+			if resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) != first || !h.hasSession(c) {
+				t.Fatalf("got %d %s (session kept: %v), want 200 with the old token", resp.StatusCode, body, h.hasSession(c))
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "unavailable"}); got != 1 {
+				t.Errorf("token_refreshes_total{unavailable} = %v, want 1", got)
+			}
+			h.idp.SetFaults(authtest.Faults{})
+			h.clock.Advance(10 * time.Second)
+			if resp, body := h.fetch(c, "/b"); resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) == first {
+				t.Fatalf("after recovery: got %d %s, want 200 with a new token", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestTokenErrorRejected(t *testing.T) {
+	for _, tt := range []struct {
+		status int
+		code   string
+		want   bool
+	}{
+		{http.StatusBadRequest, "invalid_grant", true},
+		{http.StatusBadRequest, "invalid_request", true},
+		{http.StatusUnauthorized, "invalid_client", true},
+		{http.StatusBadRequest, "unauthorized_client", true},
+		{http.StatusBadRequest, "", true},
+		{http.StatusForbidden, "", true},
+		{http.StatusBadRequest, "temporarily_unavailable", false},
+		{http.StatusBadRequest, "server_error", false},
+		{http.StatusBadRequest, "system_error", false},
+		{http.StatusTooManyRequests, "", false},
+		{http.StatusTooManyRequests, "invalid_request", false},
+		{http.StatusRequestTimeout, "", false},
+		{http.StatusInternalServerError, "invalid_grant", false},
+		{http.StatusServiceUnavailable, "", false},
+	} {
+		te := &TokenError{Status: tt.status, Code: tt.code}
+		if got := te.Rejected(); got != tt.want {
+			t.Errorf("TokenError{%d %q}.Rejected() = %v, want %v", tt.status, tt.code, got, tt.want)
+		}
+	}
+}
+
+// TestRefreshMemoNeverServesExpiredToken: with ID tokens that live less
+// than the 30 s refresh memo, a remembered refresh can expire before a
+// request with the same cookie comes; it must be refreshed, not forwarded.
+// The straggler still carries the cookie from before the first refresh.
+func TestRefreshMemoNeverServesExpiredToken(t *testing.T) {
+	for _, rotate := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no rotation", true: "rotation"}[rotate], func(t *testing.T) {
+			h, c := signedIn(t, func(o *harnessOpts) {
+				o.idp.TokenTTL = 20 * time.Second
+				o.idp.RotateRefreshTokens = rotate
+			})
+			straggler := h.browser()
+			u := mustURL(h.proxy.URL)
+			straggler.Jar.SetCookies(u, c.Jar.Cookies(u))
+			// The 20 s token is inside the 30 s margin at once.
+			if resp, _ := h.fetch(c, "/a"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("refresh: got %d", resp.StatusCode)
+			}
+			before := h.idp.TokenCalls("refresh_token")
+			h.clock.Advance(25 * time.Second) // that refresh is remembered, its token expired
+			for _, b := range []*http.Client{straggler, c} {
+				resp, body := h.fetch(b, "/b")
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("got %d %s, want 200", resp.StatusCode, body)
+				}
+				if exp := tokenExpiry(t, tokenOf(t, h.lastUpstream())); !h.clock.Now().Before(exp) {
+					t.Fatalf("forwarded a token that expired at %v (now %v)", exp, h.clock.Now())
+				}
+			}
+			if n := h.idp.TokenCalls("refresh_token") - before; n != 1 {
+				t.Errorf("refresh calls for both = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// tokenExpiry reads the exp claim of a JWT.
+func tokenExpiry(t *testing.T, raw string) time.Time {
+	t.Helper()
+	var c struct {
+		Exp int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(mustPayload(t, raw), &c); err != nil {
+		t.Fatal(err)
+	}
+	return time.Unix(c.Exp, 0)
 }
