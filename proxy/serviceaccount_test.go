@@ -238,6 +238,35 @@ func TestServiceAccountKeepsOneTWCSession(t *testing.T) {
 	}
 }
 
+// A caller's own TWC REST cookies never go upstream with the service
+// token: TWC could run the request in the caller's session, and the jar
+// would keep that session as the service identity's.
+func TestServiceAccountDropsCallersTWCCookies(t *testing.T) {
+	var sessions atomic.Int32
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if c, err := r.Cookie("twc-rest-session-id"); err == nil {
+				w.Write([]byte(c.Value))
+				return
+			}
+			n := sessions.Add(1)
+			http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", n), Path: "/osmc"})
+			w.Write([]byte("new"))
+		}
+	})
+	callers := http.Header{"Cookie": {"twc-rest-session-id=mallory-seat; twc-rest-current-user=mallory; pref=1"}}
+	for i, want := range []string{"new", "seat-1", "seat-1"} {
+		_, body := h.do(&http.Client{}, "GET", "/osmc/workspaces", callers)
+		if body != want {
+			t.Fatalf("request %d: upstream saw session %q, want %q", i, body, want)
+		}
+		cookie := h.lastUpstream().Header.Get("Cookie")
+		if strings.Contains(cookie, "mallory") || !strings.Contains(cookie, "pref=1") {
+			t.Fatalf("request %d: upstream Cookie %q: want the caller's other cookies, none of its TWC ones", i, cookie)
+		}
+	}
+}
+
 func TestAPITokens(t *testing.T) {
 	h := newHarness(t, func(o *harnessOpts) {
 		o.idp.ClientIDs = append(o.idp.ClientIDs, "twc-rest-api")

@@ -19,6 +19,10 @@ import (
 // license seat for its idle timeout (15 min by default).
 const twcSessionCookie = "twc-rest-session-id"
 
+// twcCookiePrefix names TWC REST's cookies: the session and the signed-in
+// user (twc-rest-current-user).
+const twcCookiePrefix = "twc-rest-"
+
 // errSessionWait: the request that opens the TWC session did not get its
 // answer within the upstream timeout.
 var errSessionWait = errors.New("service account: no TWC session within the upstream timeout")
@@ -122,19 +126,22 @@ func (s *serviceSession) drop() {
 }
 
 // addCookies puts the jar's cookies for u into h, replacing any the caller
-// sent under the same names.
+// sent under the same names. The caller's own TWC REST cookies
+// (twc-rest-session-id, twc-rest-current-user) never go with the service
+// token, jar or no jar: TWC could run the request in the caller's session
+// and the jar would then keep that session as the service identity's.
 func (s *serviceSession) addCookies(h http.Header, u *url.URL) {
 	cookies := s.jar.Load().Cookies(u)
-	if len(cookies) == 0 {
-		return
-	}
 	names := make(map[string]bool, len(cookies))
 	parts := make([]string, 0, len(cookies))
 	for _, c := range cookies {
 		names[c.Name] = true
 		parts = append(parts, c.Name+"="+c.Value)
 	}
-	stripOwnCookies(h, func(name string) bool { return names[name] })
+	stripOwnCookies(h, func(name string) bool { return names[name] || strings.HasPrefix(name, twcCookiePrefix) })
+	if len(parts) == 0 {
+		return
+	}
 	if prev := h.Get("Cookie"); prev != "" {
 		parts = append([]string{prev}, parts...)
 	}
