@@ -250,6 +250,13 @@ func TestChartRefusesValuesThatCannotWork(t *testing.T) {
 		{"upstream.port is metricsPort", "upstream.port=9100", "upstream.port (9100) is the proxy's own"},
 		{"sidecar upstream.port is listenPort", "mode=sidecar,upstream.port=4180", "upstream.port (4180) is the proxy's own"},
 		{"no dashboard and no upstream.url", "dashboard.enabled=false", "dashboard.enabled=false needs upstream.url"},
+		// The proxy refuses these at start (upstream_ca_file,
+		// upstream_insecure_skip_verify).
+		{"upstream.caBundle and upstream.caFile", twcREST + ",upstream.caBundle=x,upstream.caFile=/etc/twc-ca/ca.crt", "upstream.caBundle and upstream.caFile: set one, not both"},
+		{"upstream.caFile and insecureSkipVerify", twcREST + ",upstream.caFile=/etc/twc-ca/ca.crt,upstream.insecureSkipVerify=true", "upstream.insecureSkipVerify and upstream.caBundle/caFile: set one"},
+		{"upstream.caBundle for the http dashboard", "upstream.caBundle=x", "for an https upstream.url, and the upstream is http://127.0.0.1:8080"},
+		{"upstream.caFile for an http upstream.url", "dashboard.enabled=false,upstream.url=http://twc.example.com:8111,upstream.caFile=/etc/twc-ca/ca.crt", "for an https upstream.url"},
+		{"sidecar upstream.insecureSkipVerify for http", "mode=sidecar,upstream.insecureSkipVerify=true", "for an https upstream.url"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := helm(t, "template", "twc", chartDir, "-f", defaults, "--set", c.set)
@@ -263,12 +270,94 @@ func TestChartRefusesValuesThatCannotWork(t *testing.T) {
 		"upstreamTimeout=0.5s",
 		"upstream.port=4181",
 		"dashboard.enabled=false,upstream.url=https://twc.example.com:8111",
+		twcREST + ",upstream.insecureSkipVerify=true",
+		"dashboard.enabled=false,upstream.url=HTTPS://twc.example.com:8111,upstream.insecureSkipVerify=true",
 	} {
 		t.Run("renders "+set, func(t *testing.T) {
 			b := render(t, chartDir, "-f", defaults, "--set", set)
 			checkBundle(t, b, expect{pdb: true, promAnnotations: true, checksums: true})
 		})
 	}
+}
+
+// twcREST: values for a proxy in front of TWC REST elsewhere, over https.
+const twcREST = "dashboard.enabled=false,upstream.url=https://twc.example.com:8111"
+
+// TestChartUpstreamTLS: upstream.caBundle goes into the ConfigMap next to
+// config.yaml, and upstream_ca_file names it where the sidecar mounts it,
+// as auth.caBundle does; upstream.caFile is passed as it is;
+// upstream.insecureSkipVerify becomes upstream_insecure_skip_verify. The
+// binary's --check-config accepts each (TestChart runs it on the value set
+// with upstream.caBundle).
+func TestChartUpstreamTLS(t *testing.T) {
+	helmBin(t)
+	defaults := filepath.Join(chartDir, "ci", "default-values.yaml")
+	withBundle := filepath.Join(chartDir, "ci", "service-account-values.yaml")
+	config := func(t *testing.T, b *bundle) map[string]any {
+		t.Helper()
+		if len(b.deployments) != 1 {
+			t.Fatalf("%d Deployments, want 1", len(b.deployments))
+		}
+		return sidecarConfig(t, b, b.deployments[0])
+	}
+
+	t.Run("caBundle", func(t *testing.T) {
+		b := render(t, chartDir, "-f", withBundle)
+		cfg := config(t, b)
+		file := str(cfg, "upstream_ca_file")
+		if want := chartConfigDir + "/upstream-ca.crt"; file != want {
+			t.Fatalf("upstream_ca_file %q, want %q", file, want)
+		}
+		d := b.deployments[0]
+		spec := &d.Spec.Template.Spec
+		got := mountedFile(t, b, spec, findContainer(spec.Containers, sidecarName), file)
+		var vals map[string]any
+		if err := yaml.Unmarshal([]byte(readFile(t, withBundle)), &vals); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := lookup(vals, "upstream", "caBundle")
+		if got != want {
+			t.Errorf("the sidecar's %s holds %q, want upstream.caBundle %q", file, got, want)
+		}
+		if isTrue(cfg, "upstream_insecure_skip_verify") {
+			t.Error("upstream_insecure_skip_verify is true, want false")
+		}
+		// A new bundle rolls the pods.
+		other := render(t, chartDir, "-f", withBundle, "--set", "upstream.caBundle=-----BEGIN CERTIFICATE-----")
+		const key = "checksum/twc-auth-proxy-config"
+		if d.Spec.Template.Annotations[key] == other.deployments[0].Spec.Template.Annotations[key] {
+			t.Errorf("%s unchanged by a new upstream.caBundle", key)
+		}
+	})
+	t.Run("caFile", func(t *testing.T) {
+		b := render(t, chartDir, "-f", defaults, "--set", twcREST+",upstream.caFile=/etc/twc-ca/ca.crt")
+		if got, want := str(config(t, b), "upstream_ca_file"), "/etc/twc-ca/ca.crt"; got != want {
+			t.Errorf("upstream_ca_file %q, want %q", got, want)
+		}
+		for _, cm := range b.configMaps {
+			if _, ok := cm.Data["upstream-ca.crt"]; ok {
+				t.Errorf("ConfigMap %s holds upstream-ca.crt without upstream.caBundle", cm.Name)
+			}
+		}
+	})
+	t.Run("insecureSkipVerify", func(t *testing.T) {
+		cfg := config(t, render(t, chartDir, "-f", defaults, "--set", twcREST+",upstream.insecureSkipVerify=true"))
+		if !isTrue(cfg, "upstream_insecure_skip_verify") {
+			t.Error("upstream_insecure_skip_verify is not true")
+		}
+		if _, ok := lookup(cfg, "upstream_ca_file"); ok {
+			t.Error("upstream_ca_file is set without upstream.caBundle or upstream.caFile")
+		}
+	})
+	t.Run("defaults", func(t *testing.T) {
+		cfg := config(t, render(t, chartDir, "-f", defaults))
+		if _, ok := lookup(cfg, "upstream_ca_file"); ok {
+			t.Error("upstream_ca_file is set by default")
+		}
+		if v, ok := lookup(cfg, "upstream_insecure_skip_verify"); !ok || v != false {
+			t.Errorf("upstream_insecure_skip_verify %v, want false", v)
+		}
+	})
 }
 
 // TestChartLongReleaseName: Helm allows release names of up to 53

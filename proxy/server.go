@@ -6,6 +6,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,11 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// UpstreamTimeout bounds the wait for the upstream's response headers.
 	UpstreamTimeout time.Duration
+	// UpstreamTLS, when set, is the TLS client configuration for an https
+	// upstream: the roots its certificate must chain to (TWC REST usually
+	// has a certificate of its own, made at install time), or no check at
+	// all. Nil: Go's defaults, the system roots.
+	UpstreamTLS *tls.Config
 	// PostLogoutRedirectURL is sent to the provider's end-session endpoint
 	// as post_logout_redirect_uri, when set.
 	PostLogoutRedirectURL string

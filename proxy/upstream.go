@@ -41,6 +41,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
+		TLSClientConfig:       s.cfg.UpstreamTLS,
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: s.cfg.UpstreamTimeout,
 		// Forward the client's Accept-Encoding as it is: without this the

@@ -82,6 +82,16 @@ func TestCheckConfigAgreesWithStart(t *testing.T) {
 				s.authTLS.caFile = dir
 				return startApp(s)
 			}},
+		{"upstream_ca_file not PEM", "upstream_ca_file: " + notPEM, "upstream_ca_file",
+			func(s *settings) error {
+				s.upstreamTLS.caFile = notPEM
+				return startApp(s)
+			}},
+		{"upstream_ca_file a directory", "upstream_ca_file: " + dir, "upstream_ca_file",
+			func(s *settings) error {
+				s.upstreamTLS.caFile = dir
+				return startApp(s)
+			}},
 		{"listen with a named port", `listen: ":abc"`, "listen",
 			func(*settings) error { return listenOnce(":abc") }},
 		{"metrics_listen port out of range", "metrics_listen: 127.0.0.1:99999", "metrics_listen",
@@ -92,9 +102,10 @@ func TestCheckConfigAgreesWithStart(t *testing.T) {
 				t.Fatal("the runtime accepts the value: nothing to check")
 			}
 			// Free ports, so that a start that wrongly got past the config
-			// fails where the value bites, not on a busy port.
+			// fails where the value bites, not on a busy port; an https
+			// upstream, so that upstream_ca_file is judged by its file alone.
 			addrs := freeAddrs(t, 2)
-			edits := []string{"listen: " + addrs[0], "metrics_listen: " + addrs[1], c.edit}
+			edits := []string{"listen: " + addrs[0], "metrics_listen: " + addrs[1], "upstream: https://127.0.0.1:8111", c.edit}
 			path := writeFile(t, t.TempDir(), "c.yaml", conf(edits...))
 			for _, args := range [][]string{{"--config", path, "--check-config"}, {"--config", path}} {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -168,6 +179,18 @@ func TestConfigRulesMatchRuntime(t *testing.T) {
 			s.authTLS.caFile = file
 			if runErr := startApp(s); (cfgErr == nil) != (runErr == nil) {
 				t.Errorf("%s: config says %v, the auth server's client says %v", name, cfgErr, runErr)
+			}
+		}
+	})
+	t.Run("upstream_ca_file", func(t *testing.T) {
+		dir := t.TempDir()
+		for name, content := range map[string]string{"good.pem": testCAPEM(t), "bad.pem": "junk", "empty.pem": ""} {
+			file := writeFile(t, dir, name, content)
+			_, cfgErr := parseConfig([]byte(conf("upstream: https://127.0.0.1:8111", "upstream_ca_file: "+file)), noEnv)
+			s := base(t)
+			s.upstreamTLS.caFile = file
+			if runErr := startApp(s); (cfgErr == nil) != (runErr == nil) {
+				t.Errorf("%s: config says %v, the upstream's transport says %v", name, cfgErr, runErr)
 			}
 		}
 	})

@@ -17,19 +17,21 @@ import (
 // fileConfig mirrors config.yaml.example key for key. Secrets carry no
 // String method and are never logged.
 type fileConfig struct {
-	Listen          string        `yaml:"listen"`
-	MetricsListen   string        `yaml:"metrics_listen"`
-	Upstream        string        `yaml:"upstream"`
-	RedirectURL     string        `yaml:"redirect_url"`
-	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	SkipAuth        []string      `yaml:"skip_auth"`
-	TrustedProxies  []string      `yaml:"trusted_proxies"`
-	Auth            authConfig    `yaml:"auth"`
-	Session         sessionConfig `yaml:"session"`
-	Log             logConfig     `yaml:"log"`
-	ServiceAccount  serviceConfig `yaml:"service_account"`
-	APITokens       apiConfig     `yaml:"api_tokens"`
+	Listen                     string        `yaml:"listen"`
+	MetricsListen              string        `yaml:"metrics_listen"`
+	Upstream                   string        `yaml:"upstream"`
+	RedirectURL                string        `yaml:"redirect_url"`
+	UpstreamTimeout            time.Duration `yaml:"upstream_timeout"`
+	UpstreamCAFile             string        `yaml:"upstream_ca_file"`
+	UpstreamInsecureSkipVerify bool          `yaml:"upstream_insecure_skip_verify"`
+	ShutdownTimeout            time.Duration `yaml:"shutdown_timeout"`
+	SkipAuth                   []string      `yaml:"skip_auth"`
+	TrustedProxies             []string      `yaml:"trusted_proxies"`
+	Auth                       authConfig    `yaml:"auth"`
+	Session                    sessionConfig `yaml:"session"`
+	Log                        logConfig     `yaml:"log"`
+	ServiceAccount             serviceConfig `yaml:"service_account"`
+	APITokens                  apiConfig     `yaml:"api_tokens"`
 }
 
 type serviceConfig struct {
@@ -104,14 +106,19 @@ type settings struct {
 	proxy           proxy.Config
 	auth            proxy.AuthConfig
 	session         session.Options
-	authTLS         authTLS
+	authTLS         tlsTrust
+	upstreamTLS     tlsTrust
 	logFormat       string
 	logLevel        string
 	// service is the service account, when service_account.enabled.
 	service *proxy.ServiceAccountConfig
 }
 
-type authTLS struct {
+// tlsTrust is how a client checks a server's certificate: auth.ca_file
+// and auth.insecure_skip_verify, or upstream_ca_file and
+// upstream_insecure_skip_verify. The bundle is read at start
+// (tlsTrust.clientConfig).
+type tlsTrust struct {
 	caFile             string
 	insecureSkipVerify bool
 }
@@ -193,6 +200,7 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	}
 
 	upstream := p.url("upstream", fc.Upstream, true)
+	p.upstreamTLS(upstream, fc.UpstreamCAFile, fc.UpstreamInsecureSkipVerify)
 	redirect := p.url("redirect_url", fc.RedirectURL, true)
 	if redirect != nil && (redirect.Path == "" || redirect.Path == "/") {
 		p.add("redirect_url", "needs a callback path, e.g. /oauth2/callback")
@@ -313,7 +321,8 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 		RequireNonce: fc.Auth.RequireNonce,
 		Timeout:      durationOr(fc.Auth.Timeout, defaultAuthTimeout),
 	}
-	s.authTLS = authTLS{caFile: fc.Auth.CAFile, insecureSkipVerify: fc.Auth.InsecureSkipVerify}
+	s.authTLS = tlsTrust{caFile: fc.Auth.CAFile, insecureSkipVerify: fc.Auth.InsecureSkipVerify}
+	s.upstreamTLS = tlsTrust{caFile: fc.UpstreamCAFile, insecureSkipVerify: fc.UpstreamInsecureSkipVerify}
 	s.session = session.Options{
 		CookieName: cookieName,
 		Secrets:    keys,

@@ -182,6 +182,8 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"auth.scopes", len(s.auth.Scopes), 0},
 		{"auth.discovery_url", s.auth.DiscoveryURL, ""},
 		{"auth.insecure_skip_verify", s.authTLS.insecureSkipVerify, false},
+		{"upstream_ca_file", s.upstreamTLS.caFile, ""},
+		{"upstream_insecure_skip_verify", s.upstreamTLS.insecureSkipVerify, false},
 		{"session.cookie_name", s.session.CookieName, "_twc_session"},
 		{"session.cookie_secure", s.session.Secure, true},
 		{"session.cookie_domain", s.session.Domain, ""},
@@ -225,6 +227,7 @@ metrics_listen: 0.0.0.0:9090
 upstream: https://twc.internal:8111/osmc
 redirect_url: https://dash.example.com/auth/cb
 upstream_timeout: 2m
+upstream_ca_file: ` + caFile + `
 shutdown_timeout: 7s
 skip_auth:
   - GET=^/static/
@@ -273,6 +276,8 @@ log:
 		{"redirect_url", s.proxy.RedirectURL.String(), "https://dash.example.com/auth/cb"},
 		{"redirect_url (auth)", s.auth.RedirectURL, "https://dash.example.com/auth/cb"},
 		{"upstream_timeout", s.proxy.UpstreamTimeout, 2 * time.Minute},
+		{"upstream_ca_file", s.upstreamTLS.caFile, caFile},
+		{"upstream_insecure_skip_verify", s.upstreamTLS.insecureSkipVerify, false},
 		{"shutdown_timeout", s.shutdownTimeout, 7 * time.Second},
 		{"skip_auth", rules, []string{"GET=^/static/", "=^/health$"}},
 		{"trusted_proxies", s.proxy.TrustedProxies, []netip.Prefix{
@@ -320,6 +325,7 @@ func TestParseConfigErrors(t *testing.T) {
 	secretFile := writeFile(t, dir, "client_secret", "from-file-secret\n")
 	missing := filepath.Join(dir, "missing")
 	short := base64.StdEncoding.EncodeToString([]byte("only-16-bytes-xx"))
+	caFile := writeFile(t, dir, "ca.pem", testCAPEM(t))
 	for _, c := range []struct {
 		name string
 		raw  string   // the config
@@ -397,6 +403,18 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "ca_file without PEM", raw: conf("auth.ca_file: " + secretFile), keys: []string{"auth.ca_file"}, text: "no PEM", hide: []string{"from-file-secret"}},
 		{name: "ca_file with a key, not a certificate", raw: conf("auth.ca_file: " + writeFile(t, dir, "key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")),
 			keys: []string{"auth.ca_file"}, text: "no PEM"},
+		{name: "missing upstream_ca_file", raw: conf("upstream: https://127.0.0.1:8111", "upstream_ca_file: "+missing),
+			keys: []string{"upstream_ca_file"}, text: "no such file", not: []string{"auth.ca_file"}},
+		{name: "upstream_ca_file without PEM", raw: conf("upstream: https://127.0.0.1:8111", "upstream_ca_file: "+secretFile),
+			keys: []string{"upstream_ca_file"}, text: "no PEM", hide: []string{"from-file-secret"}},
+		{name: "upstream_ca_file and upstream_insecure_skip_verify", raw: conf("upstream: https://127.0.0.1:8111", "upstream_ca_file: "+caFile, "upstream_insecure_skip_verify: true"),
+			keys: []string{"upstream_insecure_skip_verify"}, text: "not both", not: []string{"upstream_ca_file"}},
+		{name: "upstream_ca_file with an http upstream", raw: conf("upstream_ca_file: " + caFile),
+			keys: []string{"upstream_ca_file"}, text: "https:// upstream", not: []string{"upstream_insecure_skip_verify"}},
+		{name: "upstream_insecure_skip_verify with an http upstream", raw: conf("upstream_insecure_skip_verify: true"),
+			keys: []string{"upstream_insecure_skip_verify"}, text: "https:// upstream", not: []string{"upstream_ca_file"}},
+		{name: "upstream_insecure_skip_verify not a bool", raw: conf("upstream: https://127.0.0.1:8111", "upstream_insecure_skip_verify: yes please"),
+			keys: []string{"upstream_insecure_skip_verify"}, text: "true or false"},
 		{name: "cookie_domain with separators", raw: conf(`session.cookie_domain: "bad domain;x=y"`), keys: []string{"session.cookie_domain"}},
 		{name: "cookie_domain with a port", raw: conf("session.cookie_domain: example.com:443"), keys: []string{"session.cookie_domain"}},
 		{name: "cookie_domain as a URL", raw: conf("session.cookie_domain: https://example.com"), keys: []string{"session.cookie_domain"}},

@@ -182,6 +182,31 @@ func (p *problems) secret(key, inline, file, env string, getenv func(string) str
 	return v, true
 }
 
+// upstreamTLS checks upstream_ca_file and upstream_insecure_skip_verify:
+// the bundle must hold a certificate, the two keys exclude each other (a
+// bundle that is never checked against would only mislead), and both
+// concern an https upstream only. upstream is nil when that key already
+// has a problem.
+func (p *problems) upstreamTLS(upstream *url.URL, caFile string, insecure bool) {
+	if caFile != "" {
+		_, err := readCAFile(caFile)
+		p.check(err, "upstream_ca_file")
+	}
+	if caFile != "" && insecure {
+		p.add("upstream_insecure_skip_verify", "set either upstream_ca_file or upstream_insecure_skip_verify, not both")
+	}
+	if upstream == nil || upstream.Scheme == "https" {
+		return
+	}
+	const plain = "applies only to an https:// upstream, and upstream is http://"
+	if caFile != "" {
+		p.add("upstream_ca_file", plain)
+	}
+	if insecure {
+		p.add("upstream_insecure_skip_verify", plain)
+	}
+}
+
 // serviceAccount validates the service_account block; nil when disabled.
 func (p *problems) serviceAccount(sc serviceConfig, clientAuth proxy.ClientAuth, margin time.Duration, getenv func(string) string) *proxy.ServiceAccountConfig {
 	if !sc.Enabled {
@@ -302,8 +327,8 @@ func isFixedRoute(path string) bool {
 	return false
 }
 
-// readCAFile reads auth.ca_file, a PEM bundle of at least one certificate.
-// Both the config check and the auth server's client use it.
+// readCAFile reads auth.ca_file or upstream_ca_file, a PEM bundle of at
+// least one certificate. Both the config check and the clients use it.
 func readCAFile(path string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(path)
 	if err != nil {

@@ -127,12 +127,21 @@ func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, err
 	if cfg.authTLS.insecureSkipVerify {
 		log.Warn("auth.insecure_skip_verify is set: the auth server's TLS certificate is not checked")
 	}
+	upstreamTLS, err := cfg.upstreamTLS.clientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("upstream_ca_file: %w", err)
+	}
+	if cfg.upstreamTLS.insecureSkipVerify {
+		log.Warn("upstream_insecure_skip_verify is set: the upstream's TLS certificate is not checked",
+			zap.String("upstream", cfg.proxy.Upstream.String()))
+	}
 	auth := proxy.NewAuthServer(cfg.auth, client, log.Named("auth"), m)
 	store, err := session.NewStore(cfg.session) // its errors start with "session: "
 	if err != nil {
 		return nil, err
 	}
 	pcfg := cfg.proxy
+	pcfg.UpstreamTLS = upstreamTLS
 	if cfg.service != nil {
 		pcfg.ServiceAccount = proxy.NewServiceAccount(*cfg.service, auth, log.Named("service_account"), m)
 	}
@@ -160,18 +169,33 @@ func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, err
 // no redirect that could carry the client's credentials elsewhere.
 func authHTTPClient(cfg *settings) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	if cfg.authTLS.caFile != "" || cfg.authTLS.insecureSkipVerify {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.authTLS.insecureSkipVerify}
-		if cfg.authTLS.caFile != "" {
-			pool, err := readCAFile(cfg.authTLS.caFile)
-			if err != nil {
-				return nil, fmt.Errorf("auth.ca_file: %w", err)
-			}
-			tc.RootCAs = pool
-		}
+	tc, err := cfg.authTLS.clientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("auth.ca_file: %w", err)
+	}
+	if tc != nil {
 		t.TLSClientConfig = tc
 	}
 	return &http.Client{Transport: t, Timeout: cfg.auth.Timeout, CheckRedirect: checkAuthRedirect}, nil
+}
+
+// clientConfig is the TLS client configuration for tr: nil (Go's defaults,
+// the system roots) when neither key is set. A CA file replaces the system
+// roots rather than adding to them: a server that presents a certificate
+// of a public CA instead of the expected one is refused.
+func (tr tlsTrust) clientConfig() (*tls.Config, error) {
+	if tr.caFile == "" && !tr.insecureSkipVerify {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: tr.insecureSkipVerify}
+	if tr.caFile != "" {
+		pool, err := readCAFile(tr.caFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }
 
 // checkAuthRedirect is the auth server client's redirect policy. net/http

@@ -94,6 +94,26 @@ pod, and a deployment whose upstream nothing serves.
 {{- end -}}
 {{- end -}}
 
+{{/*
+twc-auth-proxy.checkUpstreamTLS refuses what the proxy would refuse at
+start (upstream_ca_file, upstream_insecure_skip_verify): a bundle and a
+path together, either with insecureSkipVerify, any of them for an http
+upstream.
+*/}}
+{{- define "twc-auth-proxy.checkUpstreamTLS" -}}
+{{- $u := .Values.upstream -}}
+{{- if and $u.caBundle $u.caFile -}}
+{{- fail "upstream.caBundle and upstream.caFile: set one, not both" -}}
+{{- end -}}
+{{- if and (or $u.caBundle $u.caFile) $u.insecureSkipVerify -}}
+{{- fail "upstream.insecureSkipVerify and upstream.caBundle/caFile: set one, not both (with the CA the certificate is checked)" -}}
+{{- end -}}
+{{- $url := include "twc-auth-proxy.upstream" . -}}
+{{- if and (or $u.caBundle $u.caFile $u.insecureSkipVerify) (not (hasPrefix "https://" (lower $url))) -}}
+{{- fail (printf "upstream.caBundle, upstream.caFile and upstream.insecureSkipVerify are for an https upstream.url, and the upstream is %s" $url) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "twc-auth-proxy.upstream" -}}
 {{- if .Values.upstream.url -}}
 {{- .Values.upstream.url -}}
@@ -116,6 +136,7 @@ never in it: the *_file keys name files of the mounted Secret.
 {{- if and $v.auth.caBundle $v.auth.caFile -}}
 {{- fail "auth.caBundle and auth.caFile: set one, not both" -}}
 {{- end -}}
+{{- include "twc-auth-proxy.checkUpstreamTLS" . -}}
 {{- include "twc-auth-proxy.checkPorts" . -}}
 {{- if lt (int $v.shutdownTimeoutSeconds) 1 -}}
 {{- fail "shutdownTimeoutSeconds must be at least 1: the proxy reads 0 as its default, 20 s, which terminationGracePeriodSeconds would not cover" -}}
@@ -125,6 +146,12 @@ metrics_listen: {{ printf ":%d" (int $v.metricsPort) | toJson }}
 upstream: {{ include "twc-auth-proxy.upstream" . | toJson }}
 redirect_url: {{ required "redirectUrl is required: the callback URL as browsers see it, e.g. https://dash.example.com/oauth2/callback" $v.redirectUrl | toJson }}
 upstream_timeout: {{ include "twc-auth-proxy.duration" (list "upstreamTimeout" $v.upstreamTimeout) }}
+{{- if $v.upstream.caBundle }}
+upstream_ca_file: {{ printf "%s/upstream-ca.crt" (include "twc-auth-proxy.configDir" .) | toJson }}
+{{- else if $v.upstream.caFile }}
+upstream_ca_file: {{ $v.upstream.caFile | toJson }}
+{{- end }}
+upstream_insecure_skip_verify: {{ $v.upstream.insecureSkipVerify | toJson }}
 shutdown_timeout: {{ printf "%ds" (int $v.shutdownTimeoutSeconds) | toJson }}
 skip_auth: {{ $v.skipAuth | default list | toJson }}
 trusted_proxies: {{ $v.trustedProxies | default list | toJson }}
@@ -182,6 +209,10 @@ config.yaml: |
 {{ include "twc-auth-proxy.config" . | trim | indent 2 }}
 {{- with .Values.auth.caBundle }}
 ca.crt: |
+{{ . | trim | indent 2 }}
+{{- end }}
+{{- with .Values.upstream.caBundle }}
+upstream-ca.crt: |
 {{ . | trim | indent 2 }}
 {{- end }}
 {{- end -}}
