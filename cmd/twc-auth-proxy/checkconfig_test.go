@@ -36,32 +36,22 @@ func listenOnce(addr string) error {
 func TestCheckConfigAgreesWithStart(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := writeFile(t, dir, "not.pem", "not a certificate\n")
-	for _, c := range []struct {
+	type agreeCase struct {
 		name  string
 		edit  string
 		key   string
 		start func(*settings) error // the runtime, given the value unchecked
-	}{
-		{"redirect_url on /oauth2/start", "redirect_url: https://dash.example.com/oauth2/start", "redirect_url",
+	}
+	var cases []agreeCase
+	for _, route := range []string{"/oauth2/start", "/oauth2/sign_out", "/oauth2/userinfo", "/oauth2/auth"} {
+		u := "https://dash.example.com" + route
+		cases = append(cases, agreeCase{"redirect_url on " + route, "redirect_url: " + u, "redirect_url",
 			func(s *settings) error {
-				s.proxy.RedirectURL = mustParseURL("https://dash.example.com/oauth2/start")
+				s.proxy.RedirectURL = mustParseURL(u)
 				return startApp(s)
-			}},
-		{"redirect_url on /oauth2/sign_out", "redirect_url: https://dash.example.com/oauth2/sign_out", "redirect_url",
-			func(s *settings) error {
-				s.proxy.RedirectURL = mustParseURL("https://dash.example.com/oauth2/sign_out")
-				return startApp(s)
-			}},
-		{"redirect_url on /oauth2/userinfo", "redirect_url: https://dash.example.com/oauth2/userinfo", "redirect_url",
-			func(s *settings) error {
-				s.proxy.RedirectURL = mustParseURL("https://dash.example.com/oauth2/userinfo")
-				return startApp(s)
-			}},
-		{"redirect_url on /oauth2/auth", "redirect_url: https://dash.example.com/oauth2/auth", "redirect_url",
-			func(s *settings) error {
-				s.proxy.RedirectURL = mustParseURL("https://dash.example.com/oauth2/auth")
-				return startApp(s)
-			}},
+			}})
+	}
+	for _, c := range append(cases, []agreeCase{
 		{"session.lifetime under a second", "session.lifetime: 500ms", "session.lifetime",
 			func(s *settings) error {
 				s.session.MaxAge = 500 * time.Millisecond
@@ -96,7 +86,7 @@ func TestCheckConfigAgreesWithStart(t *testing.T) {
 			func(*settings) error { return listenOnce(":abc") }},
 		{"metrics_listen port out of range", "metrics_listen: 127.0.0.1:99999", "metrics_listen",
 			func(*settings) error { return listenOnce("127.0.0.1:99999") }},
-	} {
+	}...) {
 		t.Run(c.name, func(t *testing.T) {
 			if err := c.start(mustParse(t, conf(), noEnv)); err == nil {
 				t.Fatal("the runtime accepts the value: nothing to check")
