@@ -41,17 +41,11 @@ func (s *Server) serveProxy(w *recorder, r *http.Request) {
 
 // serveServiceAccount forwards r with the service identity's token, in the
 // service identity's TWC session: while there is none, r waits for the
-// request that opens it (or is that request).
+// request that opens it (or is that request). The token is taken after the
+// wait, so that a wait cannot outlast it.
 func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAccount) {
-	tok, err := sa.Token(r.Context())
-	if err != nil {
-		w.outcome = "service_account_unavailable"
-		writeJSONError(w, http.StatusServiceUnavailable, "service_account_unavailable",
-			"the proxy's service account could not get a token from the auth server; try again later")
-		return
-	}
 	w.user = sa.cfg.Username
-	opener, err := sa.session.wait(r.Context(), s.cfg.UpstreamTimeout)
+	opener, err := sa.session.wait(r.Context(), s.cfg.UpstreamTimeout, r.Body == http.NoBody)
 	switch {
 	case errors.Is(err, errSessionWait):
 		w.outcome = "service_session_timeout"
@@ -71,6 +65,13 @@ func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAc
 				sa.session.opened(0)
 			}
 		}()
+	}
+	tok, err := sa.Token(r.Context())
+	if err != nil {
+		w.outcome = "service_account_unavailable"
+		writeJSONError(w, http.StatusServiceUnavailable, "service_account_unavailable",
+			"the proxy's service account could not get a token from the auth server; try again later")
+		return
 	}
 	w.outcome = "proxied_service_account"
 	s.forward(w, r, "Token "+tok, true)

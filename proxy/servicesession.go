@@ -52,8 +52,8 @@ type serviceSession struct {
 	// cookie turns up after all.
 	sessionless atomic.Bool
 
-	mu      sync.Mutex
-	opening chan struct{} // closed when the opener's answer is in; nil when no one is opening
+	mu      sync.Mutex // guards opening, and keeps a drop out of keepCookies
+	opening *turn      // nil when no one is opening
 }
 
 func newServiceSession(log *zap.Logger) *serviceSession {
@@ -68,51 +68,80 @@ func (s *serviceSession) active() bool {
 	return u == math.MaxInt64 || u != 0 && time.Now().UnixNano() < u
 }
 
+// turn is one opener's attempt to open the TWC session.
+type turn struct {
+	done     chan struct{} // closed when the turn ends
+	answered bool          // the upstream answered (written before done is closed)
+}
+
 // wait returns at once while there is a TWC session (one atomic load, and
-// the clock when the cookie expires). Without one, the first caller becomes
-// the opener: it goes upstream alone and must call opened once its answer,
-// or its failure, is in. The others wait for that, then go with whatever
-// session it opened; they give up when ctx ends or limit passes.
-func (s *serviceSession) wait(ctx context.Context, limit time.Duration) (opener bool, err error) {
+// the clock when the cookie expires). Without one, the first caller that
+// may open it becomes the opener: it goes upstream alone and must call
+// opened once its answer, or its failure, is in. The others wait for that,
+// then go with whatever session it opened; they give up when ctx ends or
+// limit passes.
+//
+// canOpen is false for a request with a body: Transport's response-header
+// timeout starts only once the body is sent, so a caller trickling a body
+// would hold the others back for as long as it liked. Such a request waits
+// for an opener that is under way, but when there is none it goes on
+// without waiting and without holding anyone.
+//
+// A turn that ended without an answer (the opener's caller went away, the
+// upstream was unreachable) opened nothing and says nothing about the
+// upstream: the waiters then wait for a new turn, one of them opening it,
+// rather than all going on and each opening a session of its own.
+func (s *serviceSession) wait(ctx context.Context, limit time.Duration, canOpen bool) (opener bool, err error) {
 	if s.active() || s.sessionless.Load() {
 		return false, nil
 	}
-	s.mu.Lock()
-	if s.active() {
+	var timeout <-chan time.Time
+	for {
+		s.mu.Lock()
+		if s.active() || s.sessionless.Load() {
+			s.mu.Unlock()
+			return false, nil
+		}
+		t := s.opening
+		if t == nil {
+			if canOpen {
+				s.opening = &turn{done: make(chan struct{})}
+			}
+			s.mu.Unlock()
+			return canOpen, nil
+		}
 		s.mu.Unlock()
-		return false, nil
-	}
-	ch := s.opening
-	if ch == nil {
-		s.opening = make(chan struct{})
-		s.mu.Unlock()
-		return true, nil
-	}
-	s.mu.Unlock()
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	select {
-	case <-ch:
-		return false, nil
-	case <-ctx.Done():
-		return false, context.Cause(ctx)
-	case <-t.C:
-		return false, errSessionWait
+		if timeout == nil {
+			timer := time.NewTimer(limit)
+			defer timer.Stop()
+			timeout = timer.C
+		}
+		select {
+		case <-t.done:
+			if t.answered {
+				return false, nil
+			}
+		case <-ctx.Done():
+			return false, context.Cause(ctx)
+		case <-timeout:
+			return false, errSessionWait
+		}
 	}
 }
 
 // opened ends the opener's turn; status is its answer's, 0 when none came.
-// Whatever came, every waiting request goes on: an answer without a
+// After an answer every waiting request goes on: an answer without a
 // session (an error, a 401) must not hold them any longer, nor make them
 // open sessions one after another. The next request that finds no session
-// becomes the next opener.
+// becomes the next opener. Without an answer, one of the waiters does.
 func (s *serviceSession) opened(status int) {
 	if status >= 200 && status < 400 && !s.active() && !s.seen.Load() && !s.sessionless.Swap(true) {
 		s.log.Info("the upstream answered a service-account request without opening a TWC session (no " +
 			twcSessionCookie + " cookie); service-account requests are no longer held back waiting for one")
 	}
 	s.mu.Lock()
-	close(s.opening)
+	s.opening.answered = status != 0
+	close(s.opening.done)
 	s.opening = nil
 	s.mu.Unlock()
 }
@@ -121,6 +150,8 @@ func (s *serviceSession) opened(status int) {
 // TWC keeps the dropped session (and its seat) until its idle timeout.
 func (s *serviceSession) drop() {
 	jar, _ := cookiejar.New(nil) // cannot fail without options
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.jar.Store(jar)
 	s.until.Store(0)
 }
@@ -155,8 +186,12 @@ func (s *serviceSession) keepCookies(res *http.Response) {
 		return
 	}
 	cookies := res.Cookies()
-	s.jar.Load().SetCookies(res.Request.URL, cookies)
 	delete(res.Header, "Set-Cookie")
+	// Under mu, so that a drop cannot come between: the session noted
+	// must be the one in the jar.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jar.Load().SetCookies(res.Request.URL, cookies)
 	for _, c := range cookies {
 		if c.Name == twcSessionCookie {
 			s.note(c, time.Now())

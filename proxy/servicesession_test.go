@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -235,5 +236,70 @@ func TestServiceSessionNote(t *testing.T) {
 	s.note(&http.Cookie{MaxAge: 60}, now)
 	if s.sessionless.Load() {
 		t.Error("a session cookie left the gate open")
+	}
+}
+
+// A request with a body never holds the others back: Transport's
+// response-header timeout starts only once the body is sent, so a caller
+// trickling one would otherwise keep the gate as long as it liked.
+func TestServiceAccountSlowUploadHoldsNoOne(t *testing.T) {
+	twc := &fakeTWCREST{}
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			twc.serve(w, r)
+		}
+		o.cfg = func(c *Config) { c.UpstreamTimeout = 500 * time.Millisecond }
+	})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	uploaded := make(chan struct{})
+	go func() {
+		defer close(uploaded)
+		req, _ := http.NewRequest(http.MethodPost, h.proxy.URL+"/osmc/upload", pr)
+		req.ContentLength = 1000 // 10 bytes come, then nothing until the test ends
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	pw.Write([]byte("0123456789"))
+	time.Sleep(200 * time.Millisecond) // the upload is under way
+	for i, code := range h.burst(3, "/osmc/workspaces") {
+		if code != http.StatusOK {
+			t.Errorf("request %d: got %d while another caller uploads slowly, want 200", i, code)
+		}
+	}
+	if n := twc.sessions.Load(); n != 1 {
+		t.Errorf("TWC sessions opened = %d, want 1", n)
+	}
+	pw.CloseWithError(io.ErrUnexpectedEOF)
+	<-uploaded
+}
+
+// An opener whose caller goes away got no answer: the waiters then take
+// the next turn one at a time instead of all going on and each opening a
+// TWC session (a license seat) of its own.
+func TestServiceAccountOpenerCallerLeaves(t *testing.T) {
+	twc := &fakeTWCREST{open: 300 * time.Millisecond}
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) { o.upstream = twc.serve })
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		resp, err := (&http.Client{Timeout: 100 * time.Millisecond}).Get(h.proxy.URL + "/osmc/opener")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(30 * time.Millisecond) // the opener is upstream
+	for i, code := range h.burst(10, "/osmc/workspaces") {
+		if code != http.StatusOK {
+			t.Errorf("request %d: got %d, want 200", i, code)
+		}
+	}
+	<-left
+	// The upstream still opened a session for the opener that left; one
+	// more for the waiters, not one each.
+	if n := twc.sessions.Load(); n > 2 {
+		t.Fatalf("TWC sessions opened = %d after the opener's caller left, want at most 2", n)
 	}
 }
