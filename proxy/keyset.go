@@ -131,7 +131,7 @@ func (k *keySet) verify(ctx context.Context, jwt string, minAge time.Duration) (
 		}
 		return nil, errNoKeyVerifies
 	}
-	if keys, err = k.refetch(ctx); err != nil {
+	if keys, err = k.refetch(ctx, minAge); err != nil {
 		return nil, reportKeysUnavailable(ctx, err)
 	}
 	if payload, ok := verifyWith(jws, kid, keys); ok {
@@ -156,9 +156,25 @@ func verifyWith(jws *jose.JSONWebSignature, kid string, keys []jose.JSONWebKey) 
 }
 
 // refetch fetches the set, one fetch for however many callers wait, and
-// keeps the result when it succeeds.
-func (k *keySet) refetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+// keeps the result when it succeeds. A caller that decided to fetch on a
+// stale reading finds, inside the flight, the outcome of a fetch that
+// ended meanwhile (less than minAge ago, keyFetchRetry after a failure)
+// and takes it instead of fetching again.
+func (k *keySet) refetch(ctx context.Context, minAge time.Duration) ([]jose.JSONWebKey, error) {
 	v, err, _ := k.group.Do("", func() (any, error) {
+		k.mu.Lock()
+		keys, fetched, lastErr := k.keys, k.fetched, k.err
+		k.mu.Unlock()
+		age := minAge
+		if lastErr != nil {
+			age = max(age, keyFetchRetry)
+		}
+		if !fetched.IsZero() && k.now().Sub(fetched) < age {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return keys, nil
+		}
 		// The fetch serves every waiting verification, so one caller going
 		// away must not cancel it; the timeout still bounds it.
 		keys, err := k.fetch(context.WithoutCancel(ctx))

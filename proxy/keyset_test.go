@@ -205,3 +205,39 @@ func TestKeySetFetchFailures(t *testing.T) {
 		}
 	})
 }
+
+// A caller that decided to fetch on a reading taken before another fetch
+// ended takes that fetch's outcome inside the flight: a flood of forged
+// callers' tokens costs one fetch per callerKeyRefetch, not one per
+// flight that happened to start late.
+func TestKeySetRefetchRechecksInsideFlight(t *testing.T) {
+	idp, err := authtest.New("http://127.0.0.1:8555/authentication", authtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		r.URL.Path = "/authentication/jwks.json"
+		idp.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	clk := &clock{t: time.Now()}
+	k := newKeySet(srv.URL, srv.Client(), time.Second, clk.Now)
+	if _, err := k.refetch(t.Context(), callerKeyRefetch); err != nil {
+		t.Fatal(err)
+	}
+	// What a late caller does: it read the state before that fetch ended.
+	clk.Advance(callerKeyRefetch / 2)
+	keys, err := k.refetch(t.Context(), callerKeyRefetch)
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("got %d keys, %v; want the held keys", len(keys), err)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Fatalf("fetches = %d within callerKeyRefetch, want 1", n)
+	}
+	// Token-endpoint tokens (minAge 0) still fetch at once.
+	if _, err := k.refetch(t.Context(), 0); err != nil || fetches.Load() != 2 {
+		t.Fatalf("fetches = %d (err %v) for a token-endpoint token, want 2", fetches.Load(), err)
+	}
+}
