@@ -27,6 +27,7 @@ const (
 	// incident, and costs memory only while keys are unavailable.
 	refreshPendingTTL = time.Hour
 	refreshMemoMax    = 50000 // bound on remembered outcomes
+	refreshSweepEvery = time.Second
 	// refreshChainMax bounds how many remembered refreshes recall follows.
 	refreshChainMax = 8
 )
@@ -59,8 +60,9 @@ type refresher struct {
 	now   func() time.Time
 	group singleflight.Group
 
-	mu   sync.Mutex
-	memo map[[sha256.Size]byte]memoEntry
+	mu    sync.Mutex
+	memo  map[[sha256.Size]byte]memoEntry
+	swept time.Time // the last sweep of expired entries
 }
 
 func newRefresher(auth *AuthServer, now func() time.Time) *refresher {
@@ -135,6 +137,13 @@ func (r *refresher) attempt(ctx context.Context, ep *endpoints, from *session.Se
 	if tr != nil {
 		return r.entry(nil, err, tr, r.now().Add(refreshPendingTTL))
 	}
+	if prev.pending != nil && err != nil && classifyRefreshError(err) == refreshUnavailable {
+		// The kept answer's refresh token was just tried and the token
+		// endpoint is unwell: keep the answer, which holds the live
+		// refresh token, for the next attempt. Forgetting it would spend
+		// the original, already spent, token next time.
+		return r.entry(nil, err, prev.pending, prev.pendingUntil)
+	}
 	return r.entry(sess, err, nil, time.Time{})
 }
 
@@ -181,16 +190,29 @@ func (r *refresher) lookup(key [sha256.Size]byte) (memoEntry, bool) {
 func (r *refresher) store(key [sha256.Size]byte, e memoEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.memo) >= refreshMemoMax/2 {
-		now := r.now()
+	now := r.now()
+	// Expired entries are swept once the memo is half full, at most once a
+	// second: a sweep walks every entry, and a flood of sessions would
+	// otherwise pay that walk on every refresh.
+	if len(r.memo) >= refreshMemoMax/2 && now.Sub(r.swept) >= refreshSweepEvery {
+		r.swept = now
 		for k, old := range r.memo {
 			if !now.Before(old.until) && !now.Before(old.pendingUntil) {
 				delete(r.memo, k)
 			}
 		}
+	}
+	if len(r.memo) >= refreshMemoMax {
+		// Only a flood of distinct sessions within 30 s gets here.
+		// Forgetting an outcome costs an extra refresh; forgetting a kept
+		// answer would spend a refresh token again, so those go only if
+		// nothing else is left to drop.
+		for k, old := range r.memo {
+			if old.pending == nil {
+				delete(r.memo, k)
+			}
+		}
 		if len(r.memo) >= refreshMemoMax {
-			// Only a flood of distinct sessions within 30 s gets here; the
-			// cost of forgetting is an extra refresh, not a wrong answer.
 			clear(r.memo)
 		}
 	}

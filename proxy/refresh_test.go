@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -431,4 +432,48 @@ func tokenExpiry(t *testing.T, raw string) time.Time {
 		t.Fatal(err)
 	}
 	return time.Unix(c.Exp, 0)
+}
+
+// A kept answer whose ID token expired before the keys came back holds the
+// live (rotated) refresh token. When spending that token meets a passing
+// failure of the token endpoint, the answer stays kept: forgetting it would
+// spend the original, already spent, token next time, and a rotating
+// provider would revoke the grant.
+func TestRefreshKeepsPendingAnswerThroughTransientFailure(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) { o.idp.RotateRefreshTokens = true })
+	if err := h.idp.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	h.idp.SetFaults(authtest.Faults{JWKSStatus: http.StatusServiceUnavailable})
+	h.clock.Advance(4*time.Minute + 45*time.Second)
+	h.fetch(c, "/a")                 // the first refresh token is spent, the answer kept
+	h.clock.Advance(6 * time.Minute) // the kept answer's ID token expires
+	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusServiceUnavailable})
+	h.fetch(c, "/b") // keys back; spending the kept answer's token fails for now
+	h.idp.SetFaults(authtest.Faults{})
+	h.clock.Advance(10 * time.Second)
+	if resp, body := h.fetch(c, "/c"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the auth server recovered: got %d %s, want 200 (session kept: %v)", resp.StatusCode, body, h.hasSession(c))
+	}
+}
+
+// When a flood of sessions fills the memo, a kept answer is the last thing
+// dropped: forgetting an outcome costs an extra refresh, forgetting a kept
+// answer would spend its refresh token again.
+func TestRefreshMemoFullKeepsPendingAnswers(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	r := newRefresher(nil, clk.Now)
+	kept := refreshKey("kept")
+	r.store(kept, memoEntry{outcome: refreshUnavailable, until: clk.Now().Add(refreshFailMemoTTL),
+		pending: &tokenResponse{IDToken: "x"}, pendingUntil: clk.Now().Add(refreshPendingTTL)})
+	for i := range refreshMemoMax + 1 {
+		r.store(refreshKey(strconv.Itoa(i)), memoEntry{outcome: refreshOK, until: clk.Now().Add(refreshMemoTTL)})
+	}
+	if len(r.memo) >= refreshMemoMax {
+		t.Fatalf("memo holds %d entries, want fewer than %d", len(r.memo), refreshMemoMax)
+	}
+	clk.Advance(refreshFailMemoTTL) // past the entry's own TTL, inside the kept answer's
+	if e, _ := r.lookup(kept); e.pending == nil {
+		t.Fatal("the kept answer was dropped with the flood")
+	}
 }
