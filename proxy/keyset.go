@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -161,7 +162,10 @@ func verifyWith(jws *jose.JSONWebSignature, kid string, keys []jose.JSONWebKey) 
 // ended meanwhile (less than minAge ago, keyFetchRetry after a failure)
 // and takes it instead of fetching again.
 func (k *keySet) refetch(ctx context.Context, minAge time.Duration) ([]jose.JSONWebKey, error) {
-	v, err, _ := k.group.Do("", func() (any, error) {
+	// One flight per interval: a token-endpoint check (minAge 0) must not
+	// join a caller's flight and be handed keys that flight judged fresh
+	// enough for callers.
+	v, err, _ := k.group.Do(strconv.FormatInt(int64(minAge), 10), func() (any, error) {
 		k.mu.Lock()
 		keys, fetched, lastErr := k.keys, k.fetched, k.err
 		k.mu.Unlock()

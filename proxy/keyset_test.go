@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 )
 
@@ -239,5 +241,58 @@ func TestKeySetRefetchRechecksInsideFlight(t *testing.T) {
 	// Token-endpoint tokens (minAge 0) still fetch at once.
 	if _, err := k.refetch(t.Context(), 0); err != nil || fetches.Load() != 2 {
 		t.Fatalf("fetches = %d (err %v) for a token-endpoint token, want 2", fetches.Load(), err)
+	}
+}
+
+// A token-endpoint check (refetch at once) never joins a caller-token
+// flight (refetch at most every callerKeyRefetch): handed the keys that
+// flight judged fresh enough, it would fail a token signed with a key the
+// provider just rotated in, and a refresh would count as rejected.
+func TestKeySetTokenEndpointCheckFetchesOwnFlight(t *testing.T) {
+	idp, err := authtest.New("http://127.0.0.1:8555/authentication", authtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		r.URL.Path = "/authentication/jwks.json"
+		idp.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	clk := &clock{t: time.Now()}
+	k := newKeySet(srv.URL, srv.Client(), time.Second, clk.Now)
+	if _, err := k.refetch(t.Context(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := idp.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	tok := idp.MintIDToken("alice", "dashboard", time.Hour)
+	jws, err := jose.ParseSigned(tok, joseAlgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(5 * time.Second)
+
+	// A caller's flight starts and stops at its re-check (k.mu held); a
+	// token-endpoint check comes meanwhile.
+	k.mu.Lock()
+	callerDone := make(chan struct{})
+	go func() {
+		defer close(callerDone)
+		k.refetch(context.Background(), callerKeyRefetch)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	got := make(chan []jose.JSONWebKey, 1)
+	go func() {
+		keys, _ := k.refetch(context.Background(), 0)
+		got <- keys
+	}()
+	time.Sleep(50 * time.Millisecond)
+	k.mu.Unlock()
+	<-callerDone
+	if _, ok := verifyWith(jws, "", <-got); !ok {
+		t.Fatalf("the token-endpoint check got keys that do not verify the rotated key's token (fetches %d)", fetches.Load())
 	}
 }

@@ -181,33 +181,63 @@ func (s *serviceSession) addCookies(h http.Header, u *url.URL) {
 
 // keepCookies moves the upstream's Set-Cookie lines of a service response
 // into the jar: they belong to the service identity, never to the caller.
+// What the gate believes is what the jar will send: a session cookie the
+// jar refused (a Domain for another host) or keeps for other paths counts
+// as no session, and clearing a copy for another path does not end the
+// session the jar still sends.
 func (s *serviceSession) keepCookies(res *http.Response) {
 	if len(res.Header["Set-Cookie"]) == 0 {
 		return
 	}
 	cookies := res.Cookies()
 	delete(res.Header, "Set-Cookie")
+	var line *http.Cookie // the last session cookie line, as the jar applies them in order
+	for _, c := range cookies {
+		if c.Name == twcSessionCookie {
+			line = c
+		}
+	}
 	// Under mu, so that a drop cannot come between: the session noted
 	// must be the one in the jar.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.jar.Load().SetCookies(res.Request.URL, cookies)
-	for _, c := range cookies {
+	jar, u := s.jar.Load(), res.Request.URL
+	jar.SetCookies(u, cookies)
+	if line == nil {
+		return
+	}
+	held := ""
+	for _, c := range jar.Cookies(u) {
 		if c.Name == twcSessionCookie {
-			s.note(c, time.Now())
+			held = c.Value
 		}
+	}
+	switch {
+	case held == "":
+		s.until.Store(0)
+	case held == line.Value:
+		s.note(line, time.Now())
 	}
 }
 
-// note records the expiry of a session cookie the upstream set (or
-// cleared), as the jar reads it: Max-Age wins over Expires.
+// maxUnixNano is the latest time an int64 of Unix nanoseconds holds (in
+// 2262); a cookie that lives past it ("Expires=Fri, 31 Dec 9999") is noted
+// as never expiring.
+var maxUnixNano = time.Unix(0, math.MaxInt64)
+
+// note records the expiry of a session cookie the jar now sends, as the
+// jar reads it: Max-Age wins over Expires.
 func (s *serviceSession) note(c *http.Cookie, now time.Time) {
 	var until int64
 	switch {
 	case c.MaxAge < 0: // Max-Age=0 or negative: cleared
 	case c.MaxAge > 0:
-		until = now.Add(time.Duration(c.MaxAge) * time.Second).UnixNano()
-	case c.Expires.IsZero():
+		if d := time.Duration(c.MaxAge) * time.Second; d/time.Second != time.Duration(c.MaxAge) || now.Add(d).After(maxUnixNano) {
+			until = math.MaxInt64
+		} else {
+			until = now.Add(d).UnixNano()
+		}
+	case c.Expires.IsZero() || c.Expires.After(maxUnixNano):
 		until = math.MaxInt64
 	case c.Expires.After(now):
 		until = c.Expires.UnixNano()

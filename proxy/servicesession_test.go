@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,6 +219,10 @@ func TestServiceSessionNote(t *testing.T) {
 		{"Max-Age wins over a past Expires", http.Cookie{MaxAge: 60, Expires: now.Add(-time.Minute)}, true},
 		{"Expires past", http.Cookie{Expires: now.Add(-time.Minute)}, false},
 		{"Max-Age=0 clears", http.Cookie{MaxAge: -1}, false},
+		// Past int64 nanoseconds (2262): "never expires", not a negative time.
+		{"Expires in 9999", http.Cookie{Expires: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)}, true},
+		{"Max-Age of 10^12 s", http.Cookie{MaxAge: 1_000_000_000_000}, true},
+		{"Max-Age past 2262", http.Cookie{MaxAge: 300 * 365 * 24 * 3600}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -302,4 +307,42 @@ func TestServiceAccountOpenerCallerLeaves(t *testing.T) {
 	if n := twc.sessions.Load(); n > 2 {
 		t.Fatalf("TWC sessions opened = %d after the opener's caller left, want at most 2", n)
 	}
+}
+
+// The gate believes what the jar will send. A session cookie the jar
+// refuses (a Domain for another host) is no session: the gate must not
+// open for it while every request, sent without it, opens a TWC session of
+// its own. Clearing a copy kept for another path does not end the session
+// the jar still sends.
+func TestServiceSessionFollowsTheJar(t *testing.T) {
+	u, _ := url.Parse("http://127.0.0.1:8111/osmc/workspaces")
+	answer := func(lines ...string) *http.Response {
+		return &http.Response{Header: http.Header{"Set-Cookie": lines}, Request: &http.Request{URL: u}}
+	}
+	t.Run("refused by the jar", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/osmc; Domain=twc.example.com"))
+		if s.active() {
+			t.Error("a cookie the jar refused counts as a session")
+		}
+	})
+	t.Run("kept for another path", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/admin"))
+		if s.active() {
+			t.Error("a cookie the jar keeps for /admin counts as a session for /osmc")
+		}
+	})
+	t.Run("another path's copy cleared", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/osmc"))
+		s.keepCookies(answer("twc-rest-session-id=; Path=/osmc/admin; Max-Age=0"))
+		if !s.active() {
+			t.Error("clearing /osmc/admin's copy ended the /osmc session the jar still sends")
+		}
+		s.keepCookies(answer("twc-rest-session-id=; Path=/osmc; Max-Age=0"))
+		if s.active() {
+			t.Error("clearing the session the jar sends left the gate open")
+		}
+	})
 }
