@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
@@ -183,9 +184,10 @@ type recorder struct {
 	outcome string // what the proxy did: proxied, login, unauthenticated, ...
 
 	// Set by forward for Rewrite and ModifyResponse.
-	authorization string // "Token <id_token>" for the upstream; "" for skip_auth
-	service       bool   // the token is the service account's: use its cookie jar
-	opensSession  bool   // set by serveServiceAccount: the others wait for this request's answer
+	authorization string         // "Token <id_token>" for the upstream; "" for skip_auth
+	service       bool           // the token is the service account's: use its cookie jar
+	opensSession  bool           // set by serveServiceAccount: the others wait for this request's answer
+	serviceJar    *cookiejar.Jar // the service session's jar the request went with (Rewrite)
 	upstreamStart time.Time
 
 	// vals backs the one-value slices of the headers the proxy sets

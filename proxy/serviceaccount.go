@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
@@ -256,8 +257,8 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 // answered looks at the upstream's answer to a service request that carried
 // idToken: it keeps the cookies, drops the token on a 401, and ends the
 // opener's turn at the TWC session gate.
-func (sa *ServiceAccount) answered(res *http.Response, idToken string, opener bool) {
-	sa.session.keepCookies(res)
+func (sa *ServiceAccount) answered(res *http.Response, idToken string, opener bool, sent *cookiejar.Jar) {
+	sa.session.keepCookies(res, sent)
 	if res.StatusCode == http.StatusUnauthorized {
 		sa.rejected(idToken)
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -379,6 +380,53 @@ func TestServiceAccountTokenRejectedUpstream(t *testing.T) {
 	}
 	if len(h.logs.FilterMessage("upstream rejected the service account token; dropped it and its TWC session").All()) != 1 {
 		t.Error("no log line for the dropped token")
+	}
+}
+
+// An answer that comes back after its token (and TWC session) was dropped
+// belongs to the dropped session: a session cookie it sets must not land in
+// the new jar, or the new token would go with the rejected token's session.
+func TestServiceAccountLateAnswerAfterDrop(t *testing.T) {
+	release := make(chan struct{})
+	var sessions atomic.Int32
+	h := newHarness(t, withService(nil), func(o *harnessOpts) {
+		o.idp.UnlimitedClients = []string{svcClient}
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/api/reports/slow":
+				<-release
+				http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: "seat-late", Path: "/"})
+			case "/api/reports/reject":
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			default:
+				if c, err := r.Cookie("twc-rest-session-id"); err == nil {
+					io.WriteString(w, c.Value)
+					return
+				}
+				http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", sessions.Add(1)), Path: "/"})
+			}
+			io.WriteString(w, "new")
+		}
+	})
+	if _, body := h.do(&http.Client{}, "GET", "/api/reports/first", nil); body != "new" {
+		t.Fatalf("first request: %q", body)
+	}
+	slow := make(chan struct{})
+	go func() {
+		defer close(slow)
+		h.do(&http.Client{}, "GET", "/api/reports/slow", nil)
+	}()
+	for len(h.upstreamSeen()) < 2 { // the slow request is upstream
+		time.Sleep(5 * time.Millisecond)
+	}
+	if resp, _ := h.do(&http.Client{}, "GET", "/api/reports/reject", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("got %d, want the upstream's 401", resp.StatusCode)
+	}
+	close(release)
+	<-slow
+	if _, body := h.do(&http.Client{}, "GET", "/api/reports/check", nil); body != "new" {
+		t.Fatalf("after the drop the upstream saw session %q, want none (a new one opened)", body)
 	}
 }
 

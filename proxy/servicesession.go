@@ -161,8 +161,12 @@ func (s *serviceSession) drop() {
 // (twc-rest-session-id, twc-rest-current-user) never go with the service
 // token, jar or no jar: TWC could run the request in the caller's session
 // and the jar would then keep that session as the service identity's.
-func (s *serviceSession) addCookies(h http.Header, u *url.URL) {
-	cookies := s.jar.Load().Cookies(u)
+//
+// It returns the jar it used, for keepCookies to recognise an answer that
+// comes back after that jar was dropped.
+func (s *serviceSession) addCookies(h http.Header, u *url.URL) *cookiejar.Jar {
+	jar := s.jar.Load()
+	cookies := jar.Cookies(u)
 	names := make(map[string]bool, len(cookies))
 	parts := make([]string, 0, len(cookies))
 	for _, c := range cookies {
@@ -171,21 +175,25 @@ func (s *serviceSession) addCookies(h http.Header, u *url.URL) {
 	}
 	stripOwnCookies(h, func(name string) bool { return names[name] || strings.HasPrefix(name, twcCookiePrefix) })
 	if len(parts) == 0 {
-		return
+		return jar
 	}
 	if prev := h.Get("Cookie"); prev != "" {
 		parts = append([]string{prev}, parts...)
 	}
 	h.Set("Cookie", strings.Join(parts, "; "))
+	return jar
 }
 
 // keepCookies moves the upstream's Set-Cookie lines of a service response
 // into the jar: they belong to the service identity, never to the caller.
+// sent is the jar the request went with (addCookies): when that jar has
+// been dropped since (the token was rejected), the answer's cookies belong
+// to the dropped session and are not kept.
 // What the gate believes is what the jar will send: a session cookie the
 // jar refused (a Domain for another host) or keeps for other paths counts
 // as no session, and clearing a copy for another path does not end the
 // session the jar still sends.
-func (s *serviceSession) keepCookies(res *http.Response) {
+func (s *serviceSession) keepCookies(res *http.Response, sent *cookiejar.Jar) {
 	if len(res.Header["Set-Cookie"]) == 0 {
 		return
 	}
@@ -202,6 +210,9 @@ func (s *serviceSession) keepCookies(res *http.Response) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	jar, u := s.jar.Load(), res.Request.URL
+	if sent != nil && sent != jar {
+		return
+	}
 	jar.SetCookies(u, cookies)
 	if line == nil {
 		return

@@ -321,26 +321,26 @@ func TestServiceSessionFollowsTheJar(t *testing.T) {
 	}
 	t.Run("refused by the jar", func(t *testing.T) {
 		s := newServiceSession(nopLogger())
-		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/osmc; Domain=twc.example.com"))
+		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/osmc; Domain=twc.example.com"), nil)
 		if s.active() {
 			t.Error("a cookie the jar refused counts as a session")
 		}
 	})
 	t.Run("kept for another path", func(t *testing.T) {
 		s := newServiceSession(nopLogger())
-		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/admin"))
+		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/admin"), nil)
 		if s.active() {
 			t.Error("a cookie the jar keeps for /admin counts as a session for /osmc")
 		}
 	})
 	t.Run("another path's copy cleared", func(t *testing.T) {
 		s := newServiceSession(nopLogger())
-		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/osmc"))
-		s.keepCookies(answer("twc-rest-session-id=; Path=/osmc/admin; Max-Age=0"))
+		s.keepCookies(answer("twc-rest-session-id=seat-1; Path=/osmc"), nil)
+		s.keepCookies(answer("twc-rest-session-id=; Path=/osmc/admin; Max-Age=0"), nil)
 		if !s.active() {
 			t.Error("clearing /osmc/admin's copy ended the /osmc session the jar still sends")
 		}
-		s.keepCookies(answer("twc-rest-session-id=; Path=/osmc; Max-Age=0"))
+		s.keepCookies(answer("twc-rest-session-id=; Path=/osmc; Max-Age=0"), nil)
 		if s.active() {
 			t.Error("clearing the session the jar sends left the gate open")
 		}

@@ -77,7 +77,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		h["Authorization"] = st.value(st.authorization)
 	}
 	if st.service {
-		s.cfg.ServiceAccount.session.addCookies(h, pr.Out.URL)
+		st.serviceJar = s.cfg.ServiceAccount.session.addCookies(h, pr.Out.URL)
 	}
 }
 
@@ -147,7 +147,7 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
 		if st.service {
-			s.cfg.ServiceAccount.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.opensSession)
+			s.cfg.ServiceAccount.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.opensSession, st.serviceJar)
 			st.opensSession = false
 			return nil
 		}
