@@ -44,8 +44,9 @@ type serviceConfig struct {
 }
 
 type apiConfig struct {
-	Enabled   bool     `yaml:"enabled"`
-	Audiences []string `yaml:"audiences"`
+	Enabled              bool     `yaml:"enabled"`
+	Audiences            []string `yaml:"audiences"`
+	PersonalAccessTokens bool     `yaml:"personal_access_tokens"`
 }
 
 type authConfig struct {
@@ -307,7 +308,11 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 		UpstreamTimeout:       durationOr(fc.UpstreamTimeout, defaultUpstreamTimeout),
 		PostLogoutRedirectURL: fc.Auth.PostLogoutRedirectURL,
 		LogRequests:           logRequests,
-		APITokens:             proxy.APITokens{Enabled: fc.APITokens.Enabled, Audiences: audiences},
+		APITokens: proxy.APITokens{
+			Enabled:              fc.APITokens.Enabled,
+			Audiences:            audiences,
+			PersonalAccessTokens: fc.APITokens.PersonalAccessTokens,
+		},
 	}
 	s.service = service
 	s.auth = proxy.AuthConfig{
