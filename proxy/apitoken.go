@@ -17,11 +17,6 @@ type APITokens struct {
 	Enabled bool
 	// Audiences accepted in the token's aud claim; at least one must match.
 	Audiences []string
-	// PersonalAccessTokens accepts tokens without an exp claim: TWC's
-	// personal access tokens (2024x R2 and later) never expire and are
-	// revoked by deleting them in TWC, which TWC REST checks itself. A
-	// token that has exp must still be unexpired.
-	PersonalAccessTokens bool
 }
 
 // bearerToken returns the token of an "Authorization: Token <jwt>" or
@@ -51,25 +46,19 @@ type apiVerifier struct {
 
 // verifyAPIToken checks a caller's token like an ID token at login
 // (signature via JWKS, issuer, expiry, asymmetric algorithms only, sub
-// present, iat not in the future) with the audience in cfg.APITokens; with
-// PersonalAccessTokens, a token without exp passes the expiry check. A
+// present, iat not in the future) with the audience in cfg.APITokens. A
 // signature that no held key verifies refetches the JWKS at most once per
 // callerKeyRefetch, so forged tokens cannot make the proxy hammer the auth
 // server.
 func (s *Server) verifyAPIToken(ctx context.Context, ep *endpoints, raw string) (*oidc.IDToken, error) {
-	pats := s.cfg.APITokens.PersonalAccessTokens
 	av := s.apiVerifier.Load()
 	if av == nil || av.ep != ep {
-		av = &apiVerifier{ep: ep, v: ep.callerVerifier(s.now, pats)}
+		av = &apiVerifier{ep: ep, v: ep.callerVerifier(s.now)}
 		s.apiVerifier.Store(av)
 	}
 	tok, err := s.auth.verify(ctx, av.v, raw, nil, "")
 	if err != nil {
 		return nil, err
-	}
-	if pats && !tok.Expiry.IsZero() && tok.Expiry.Before(s.now()) {
-		// go-oidc's own check, skipped so that tokens without exp pass.
-		return nil, fmt.Errorf("%w: %w", errInvalidToken, &oidc.TokenExpiredError{Expiry: tok.Expiry})
 	}
 	for _, aud := range tok.Audience {
 		if slices.Contains(s.cfg.APITokens.Audiences, aud) {

@@ -98,21 +98,20 @@ type endpoints struct {
 // verifierFor returns a verifier for ID tokens from the token endpoint
 // issued to clientID. It shares the provider's cached JWKS.
 func (ep *endpoints) verifierFor(clientID string, now func() time.Time) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(ep.issuer, ep.keys, &oidc.Config{
-		ClientID:             clientID,
-		SupportedSigningAlgs: ep.algs,
-		Now:                  now,
-	})
+	return ep.newVerifier(ep.keys, clientID, now)
 }
 
 // callerVerifier returns a verifier for tokens that callers bring, issued to
 // any audience (the caller checks it). It shares the provider's cached JWKS
-// but refetches it at most once per callerKeyRefetch. skipExpiry leaves the
-// expiry check to the caller (personal access tokens have no exp).
-func (ep *endpoints) callerVerifier(now func() time.Time, skipExpiry bool) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(ep.issuer, ep.keys.forCallers(), &oidc.Config{
-		SkipClientIDCheck:    true,
-		SkipExpiryCheck:      skipExpiry,
+// but refetches it at most once per callerKeyRefetch.
+func (ep *endpoints) callerVerifier(now func() time.Time) *oidc.IDTokenVerifier {
+	return ep.newVerifier(ep.keys.forCallers(), "", now)
+}
+
+func (ep *endpoints) newVerifier(keys oidc.KeySet, clientID string, now func() time.Time) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(ep.issuer, keys, &oidc.Config{
+		ClientID:             clientID,
+		SkipClientIDCheck:    clientID == "",
 		SupportedSigningAlgs: ep.algs,
 		Now:                  now,
 	})

@@ -321,43 +321,6 @@ func TestAPITokens(t *testing.T) {
 	}
 }
 
-// TWC's personal access tokens (2024x R2 and later) carry no exp. They are
-// refused unless api_tokens.personal_access_tokens is set; with it, a token
-// that has exp must still be unexpired.
-func TestAPITokensPersonalAccessTokens(t *testing.T) {
-	for _, allow := range []bool{false, true} {
-		t.Run(fmt.Sprintf("personal_access_tokens=%v", allow), func(t *testing.T) {
-			h := newHarness(t, func(o *harnessOpts) {
-				o.cfg = func(c *Config) {
-					c.APITokens = APITokens{Enabled: true, Audiences: []string{testClientID}, PersonalAccessTokens: allow}
-				}
-			})
-			now := h.clock.Now()
-			sign := func(claims map[string]any) string {
-				return h.idp.SignJWT(map[string]any{"alg": "RS256"}, claims)
-			}
-			pat := sign(map[string]any{"sub": testUser, "aud": testClientID, "iss": h.idp.Issuer(), "iat": now.Unix()})
-			expired := sign(map[string]any{"sub": testUser, "aud": testClientID, "iss": h.idp.Issuer(), "iat": now.Add(-time.Hour).Unix(), "exp": now.Add(-time.Minute).Unix()})
-			foreignPAT := sign(map[string]any{"sub": testUser, "aud": "someone-else", "iss": h.idp.Issuer(), "iat": now.Unix()})
-			for _, tt := range []struct {
-				name string
-				tok  string
-				ok   bool
-			}{
-				{"no exp", pat, allow},
-				{"expired", expired, false},
-				{"no exp, other audience", foreignPAT, false},
-				{"good ID token", h.idp.MintIDToken(testUser, testClientID, time.Hour), true},
-			} {
-				code, body := h.apiCall(tt.tok)
-				if ok := code == http.StatusOK; ok != tt.ok {
-					t.Errorf("%s: got %d %s, want accepted = %v", tt.name, code, body, tt.ok)
-				}
-			}
-		})
-	}
-}
-
 func TestAPITokensDisabledStripsAuthorization(t *testing.T) {
 	h := newHarness(t)
 	good := h.idp.MintIDToken(testUser, testClientID, time.Hour)

@@ -44,9 +44,8 @@ type serviceConfig struct {
 }
 
 type apiConfig struct {
-	Enabled              bool     `yaml:"enabled"`
-	Audiences            []string `yaml:"audiences"`
-	PersonalAccessTokens bool     `yaml:"personal_access_tokens"`
+	Enabled   bool     `yaml:"enabled"`
+	Audiences []string `yaml:"audiences"`
 }
 
 type authConfig struct {
@@ -308,11 +307,7 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 		UpstreamTimeout:       durationOr(fc.UpstreamTimeout, defaultUpstreamTimeout),
 		PostLogoutRedirectURL: fc.Auth.PostLogoutRedirectURL,
 		LogRequests:           logRequests,
-		APITokens: proxy.APITokens{
-			Enabled:              fc.APITokens.Enabled,
-			Audiences:            audiences,
-			PersonalAccessTokens: fc.APITokens.PersonalAccessTokens,
-		},
+		APITokens:             proxy.APITokens{Enabled: fc.APITokens.Enabled, Audiences: audiences},
 	}
 	s.service = service
 	s.auth = proxy.AuthConfig{

@@ -80,16 +80,9 @@ func TestAPITokensConfig(t *testing.T) {
 	if !s.proxy.APITokens.Enabled || fmt.Sprint(s.proxy.APITokens.Audiences) != "[dashboard]" {
 		t.Errorf("api_tokens = %+v, want enabled with audiences [dashboard]", s.proxy.APITokens)
 	}
-	if s.proxy.APITokens.PersonalAccessTokens {
-		t.Error("personal access tokens accepted by default")
-	}
-	s = mustParse(t, conf("api_tokens.enabled: true", "api_tokens.audiences: [twc-rest-api, dashboard]",
-		"api_tokens.personal_access_tokens: true"), noEnv)
+	s = mustParse(t, conf("api_tokens.enabled: true", "api_tokens.audiences: [twc-rest-api, dashboard]"), noEnv)
 	if fmt.Sprint(s.proxy.APITokens.Audiences) != "[twc-rest-api dashboard]" {
 		t.Errorf("audiences = %v", s.proxy.APITokens.Audiences)
-	}
-	if !s.proxy.APITokens.PersonalAccessTokens {
-		t.Error("api_tokens.personal_access_tokens: true not applied")
 	}
 }
 

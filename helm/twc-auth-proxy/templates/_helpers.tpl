@@ -201,7 +201,6 @@ service_account:
 api_tokens:
   enabled: {{ $v.apiTokens.enabled | toJson }}
   audiences: {{ $v.apiTokens.audiences | default list | toJson }}
-  personal_access_tokens: {{ $v.apiTokens.personalAccessTokens | default false | toJson }}
 {{ end -}}
 
 {{/* twc-auth-proxy.configData is the ConfigMap's data. */}}
