@@ -60,11 +60,7 @@ func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAc
 		// ModifyResponse or ErrorHandler ends the turn as soon as the
 		// answer's headers are in; this is for a request that got neither.
 		w.opensSession = true
-		defer func() {
-			if w.opensSession {
-				sa.session.opened(0)
-			}
-		}()
+		defer sa.endTurn(w, 0)
 	}
 	tok, err := sa.Token(r.Context())
 	if err != nil {

@@ -255,15 +255,21 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 }
 
 // answered looks at the upstream's answer to a service request that carried
-// idToken: it keeps the cookies, drops the token on a 401, and ends the
-// opener's turn at the TWC session gate.
-func (sa *ServiceAccount) answered(res *http.Response, idToken string, opener bool, sent *cookiejar.Jar) {
+// idToken and went with the jar sent: it keeps the cookies and drops the
+// token on a 401.
+func (sa *ServiceAccount) answered(res *http.Response, idToken string, sent *cookiejar.Jar) {
 	sa.session.keepCookies(res, sent)
 	if res.StatusCode == http.StatusUnauthorized {
 		sa.rejected(idToken)
 	}
-	if opener {
-		sa.session.opened(res.StatusCode)
+}
+
+// endTurn ends w's turn at the TWC session gate, if w opens the session:
+// status is the upstream's answer, 0 when none came. The first call wins.
+func (sa *ServiceAccount) endTurn(w *recorder, status int) {
+	if w.opensSession {
+		w.opensSession = false
+		sa.session.opened(status)
 	}
 }
 

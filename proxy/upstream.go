@@ -147,8 +147,9 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
 		if st.service {
-			s.cfg.ServiceAccount.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.opensSession, st.serviceJar)
-			st.opensSession = false
+			sa := s.cfg.ServiceAccount
+			sa.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.serviceJar)
+			sa.endTurn(st, res.StatusCode) // after the cookies: the waiters go with them
 			return nil
 		}
 	}
@@ -203,9 +204,8 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 	if st := stateOf(r); st != nil {
 		id = st.id
 		st.outcome = "upstream_" + kind
-		if st.opensSession {
-			st.opensSession = false
-			s.cfg.ServiceAccount.session.opened(0)
+		if st.service {
+			s.cfg.ServiceAccount.endTurn(st, 0)
 		}
 	}
 	s.log.Warn("upstream request failed", zap.String("request_id", id), zap.String("kind", kind), zap.Error(err))
