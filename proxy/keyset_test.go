@@ -208,24 +208,31 @@ func TestKeySetFetchFailures(t *testing.T) {
 	})
 }
 
-// A caller that decided to fetch on a reading taken before another fetch
-// ended takes that fetch's outcome inside the flight: a flood of forged
-// callers' tokens costs one fetch per callerKeyRefetch, not one per
-// flight that happened to start late.
-func TestKeySetRefetchRechecksInsideFlight(t *testing.T) {
+// countedKeySet returns a fake auth server, a key set fetching its
+// jwks.json on a clock the test moves, and the number of fetches so far.
+func countedKeySet(t *testing.T) (*authtest.Server, *keySet, *clock, *atomic.Int32) {
+	t.Helper()
 	idp, err := authtest.New("http://127.0.0.1:8555/authentication", authtest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fetches atomic.Int32
+	fetches := new(atomic.Int32)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
 		r.URL.Path = "/authentication/jwks.json"
 		idp.ServeHTTP(w, r)
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	clk := &clock{t: time.Now()}
-	k := newKeySet(srv.URL, srv.Client(), time.Second, clk.Now)
+	return idp, newKeySet(srv.URL, srv.Client(), time.Second, clk.Now), clk, fetches
+}
+
+// A caller that decided to fetch on a reading taken before another fetch
+// ended takes that fetch's outcome inside the flight: a flood of forged
+// callers' tokens costs one fetch per callerKeyRefetch, not one per
+// flight that happened to start late.
+func TestKeySetRefetchRechecksInsideFlight(t *testing.T) {
+	_, k, clk, fetches := countedKeySet(t)
 	if _, err := k.refetch(t.Context(), callerKeyRefetch); err != nil {
 		t.Fatal(err)
 	}
@@ -249,19 +256,7 @@ func TestKeySetRefetchRechecksInsideFlight(t *testing.T) {
 // flight judged fresh enough, it would fail a token signed with a key the
 // provider just rotated in, and a refresh would count as rejected.
 func TestKeySetTokenEndpointCheckFetchesOwnFlight(t *testing.T) {
-	idp, err := authtest.New("http://127.0.0.1:8555/authentication", authtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fetches atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fetches.Add(1)
-		r.URL.Path = "/authentication/jwks.json"
-		idp.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	clk := &clock{t: time.Now()}
-	k := newKeySet(srv.URL, srv.Client(), time.Second, clk.Now)
+	idp, k, clk, fetches := countedKeySet(t)
 	if _, err := k.refetch(t.Context(), 0); err != nil {
 		t.Fatal(err)
 	}
