@@ -51,6 +51,21 @@ func TestCheckConfigAgreesWithStart(t *testing.T) {
 				return startApp(s)
 			}})
 	}
+	for _, ca := range []struct {
+		key   string
+		trust func(*settings) *tlsTrust
+	}{
+		{"auth.ca_file", func(s *settings) *tlsTrust { return &s.authTLS }},
+		{"upstream_ca_file", func(s *settings) *tlsTrust { return &s.upstreamTLS }},
+	} {
+		for _, f := range []struct{ what, path string }{{"not PEM", notPEM}, {"a directory", dir}} {
+			cases = append(cases, agreeCase{ca.key + " " + f.what, ca.key + ": " + f.path, ca.key,
+				func(s *settings) error {
+					ca.trust(s).caFile = f.path
+					return startApp(s)
+				}})
+		}
+	}
 	for _, c := range append(cases, []agreeCase{
 		{"session.lifetime under a second", "session.lifetime: 500ms", "session.lifetime",
 			func(s *settings) error {
@@ -60,26 +75,6 @@ func TestCheckConfigAgreesWithStart(t *testing.T) {
 		{"session.cookie_domain with separators", `session.cookie_domain: "bad domain;x=y"`, "session.cookie_domain",
 			func(s *settings) error {
 				s.session.Domain = "bad domain;x=y"
-				return startApp(s)
-			}},
-		{"auth.ca_file not PEM", "auth.ca_file: " + notPEM, "auth.ca_file",
-			func(s *settings) error {
-				s.authTLS.caFile = notPEM
-				return startApp(s)
-			}},
-		{"auth.ca_file a directory", "auth.ca_file: " + dir, "auth.ca_file",
-			func(s *settings) error {
-				s.authTLS.caFile = dir
-				return startApp(s)
-			}},
-		{"upstream_ca_file not PEM", "upstream_ca_file: " + notPEM, "upstream_ca_file",
-			func(s *settings) error {
-				s.upstreamTLS.caFile = notPEM
-				return startApp(s)
-			}},
-		{"upstream_ca_file a directory", "upstream_ca_file: " + dir, "upstream_ca_file",
-			func(s *settings) error {
-				s.upstreamTLS.caFile = dir
 				return startApp(s)
 			}},
 		{"listen with a named port", `listen: ":abc"`, "listen",
