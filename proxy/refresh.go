@@ -257,3 +257,24 @@ func isInvalidAnswer(err error) bool {
 func needsRefresh(expiry, now time.Time, margin time.Duration) bool {
 	return !now.Before(expiry.Add(-margin))
 }
+
+// tokenMargin is how long before expiry a token that lives lifetime is
+// renewed: margin, but at most half the lifetime, so that a token that
+// lives no longer than the margin is not due the moment it is issued and
+// renewed for every request. A lifetime of 0 is unknown: margin.
+func tokenMargin(margin, lifetime time.Duration) time.Duration {
+	if lifetime <= 0 {
+		return margin
+	}
+	return min(margin, lifetime/2)
+}
+
+// tokenLifetime is tok's exp - iat, both by the auth server's clock; for a
+// token without a usable iat, its time left from now.
+func tokenLifetime(tok *oidc.IDToken, now time.Time) time.Duration {
+	issued := tok.IssuedAt
+	if issued.IsZero() || !issued.Before(tok.Expiry) {
+		issued = now
+	}
+	return max(0, tok.Expiry.Sub(issued))
+}

@@ -101,6 +101,39 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 	}
 }
 
+// TestRefreshMarginLongerThanToken: with refresh_margin at or above the ID
+// tokens' lifetime every token would be due the moment it is issued, and
+// each request would spend a refresh; the token is renewed halfway through
+// its life instead.
+func TestRefreshMarginLongerThanToken(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.cfg = func(cfg *Config) { cfg.RefreshMargin = 10 * time.Minute } // the tokens live 5
+	})
+	for range 3 {
+		h.clock.Advance(time.Minute)
+		if resp, _ := h.fetch(c, "/a"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d, want 200", resp.StatusCode)
+		}
+	}
+	if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+		t.Fatalf("refresh calls after 3 requests over 3 min = %d, want 1 (at 2.5 min)", n)
+	}
+	// The refreshed token is renewed halfway through its life too, not on
+	// the next request.
+	for range 2 {
+		h.clock.Advance(time.Minute)
+		h.fetch(c, "/b")
+	}
+	if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+		t.Fatalf("refresh calls = %d, want still 1", n)
+	}
+	h.clock.Advance(time.Minute)
+	h.fetch(c, "/c")
+	if n := h.idp.TokenCalls("refresh_token"); n != 2 {
+		t.Fatalf("refresh calls = %d, want 2", n)
+	}
+}
+
 func setsCookie(resp *http.Response, name string) bool {
 	for _, c := range resp.Cookies() {
 		if c.Name == name && c.MaxAge >= 0 && c.Value != "" {

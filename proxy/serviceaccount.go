@@ -243,14 +243,7 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 	if rt == "" {
 		rt = oldRefresh
 	}
-	// A token that lives no longer than the margin would be due at once
-	// and fetched anew for every request: renew it halfway instead. Its
-	// lifetime is exp-iat, both by the auth server's clock.
-	issued := idt.IssuedAt
-	if issued.IsZero() || !issued.Before(idt.Expiry) {
-		issued = sa.now()
-	}
-	margin := max(0, min(sa.cfg.RefreshMargin, idt.Expiry.Sub(issued)/2))
+	margin := max(0, tokenMargin(sa.cfg.RefreshMargin, tokenLifetime(idt, sa.now())))
 	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry, margin: margin}, nil
 }
 
