@@ -259,14 +259,16 @@ func needsRefresh(expiry, now time.Time, margin time.Duration) bool {
 }
 
 // tokenMargin is how long before expiry a token that lives lifetime is
-// renewed: margin, but at most half the lifetime, so that a token that
-// lives no longer than the margin is not due the moment it is issued and
-// renewed for every request. A lifetime of 0 is unknown: margin.
+// renewed: margin, unless the token lives no longer than that. Such a
+// token would be due the moment it is issued and renewed for every
+// request, so it is renewed halfway through its life instead. A margin
+// shorter than the lifetime is kept as configured, however close to it. A
+// lifetime of 0 is unknown: margin.
 func tokenMargin(margin, lifetime time.Duration) time.Duration {
-	if lifetime <= 0 {
+	if lifetime <= 0 || margin < lifetime {
 		return margin
 	}
-	return min(margin, lifetime/2)
+	return lifetime / 2
 }
 
 // tokenLifetime is tok's exp - iat, both by the auth server's clock; for a

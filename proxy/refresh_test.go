@@ -13,6 +13,24 @@ import (
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 )
 
+func TestTokenMargin(t *testing.T) {
+	tests := []struct {
+		margin, lifetime, want time.Duration
+	}{
+		{30 * time.Second, 0, 30 * time.Second},                           // unknown lifetime
+		{30 * time.Second, 15 * time.Minute, 30 * time.Second},            // the usual case
+		{time.Hour - 4*time.Second, time.Hour, time.Hour - 4*time.Second}, // just short: as configured
+		{time.Hour, time.Hour, 30 * time.Minute},                          // due at issue: halfway
+		{10 * time.Minute, 5 * time.Minute, 150 * time.Second},
+		{0, 5 * time.Minute, 0},
+	}
+	for _, tt := range tests {
+		if got := tokenMargin(tt.margin, tt.lifetime); got != tt.want {
+			t.Errorf("tokenMargin(%v, %v) = %v, want %v", tt.margin, tt.lifetime, got, tt.want)
+		}
+	}
+}
+
 func TestNeedsRefresh(t *testing.T) {
 	exp := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -104,7 +122,9 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 // TestRefreshMarginLongerThanToken: with refresh_margin at or above the ID
 // tokens' lifetime every token would be due the moment it is issued, and
 // each request would spend a refresh; the token is renewed halfway through
-// its life instead.
+// its life instead. (A margin just short of the lifetime is kept as it is:
+// TestRefreshBeforeExpiry's 30 s of 5 min, and the browser and interop
+// tests, which make tokens due a few seconds after issue.)
 func TestRefreshMarginLongerThanToken(t *testing.T) {
 	h, c := signedIn(t, func(o *harnessOpts) {
 		o.cfg = func(cfg *Config) { cfg.RefreshMargin = 10 * time.Minute } // the tokens live 5

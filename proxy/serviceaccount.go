@@ -30,7 +30,7 @@ type ServiceAccountConfig struct {
 	// every request.
 	Routes []*regexp.Regexp
 	// RefreshMargin: renew the token this long before it expires, or
-	// halfway through its life if that comes later.
+	// halfway through its life if it lives no longer than that.
 	RefreshMargin time.Duration
 }
 
