@@ -11,6 +11,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
+	"go.uber.org/zap"
 )
 
 func TestLoginFlowInjectsToken(t *testing.T) {
@@ -210,6 +211,39 @@ func TestCallbackRejects(t *testing.T) {
 	resp, _ = h.navigate(c, cb.String())
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("replayed callback: got %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestCallbackProviderErrorText: a provider error on the callback shows a
+// registered error code, never text the link brought along (anyone can send
+// a browser to the callback with words of their choosing); the description
+// goes to the log.
+func TestCallbackProviderErrorText(t *testing.T) {
+	h := newHarness(t)
+	c := h.browser()
+	bait := "Your account is locked. Call the help desk at 555-0100"
+	tests := []struct {
+		query, shown, hidden string
+	}{
+		{url.Values{"error": {"access_denied"}, "error_description": {bait}}.Encode(), "(access_denied)", bait},
+		{url.Values{"error": {bait}}.Encode(), "(unknown error)", bait},
+		{url.Values{"error": {"<b>x</b>"}}.Encode(), "(unknown error)", "&lt;b&gt;"},
+	}
+	for _, tt := range tests {
+		resp, body := h.navigate(c, "/oauth2/callback?"+tt.query)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s: got %d, want 401", tt.query, resp.StatusCode)
+		}
+		if !strings.Contains(body, tt.shown) || strings.Contains(body, tt.hidden) || strings.Contains(body, "555-0100") {
+			t.Errorf("%s: page should show %q and nothing of the link's text; got:\n%s", tt.query, tt.shown, body)
+		}
+	}
+	logged := h.logs.FilterMessage("login failed").FilterField(zap.String("result", "provider_error")).All()
+	if len(logged) != len(tests) {
+		t.Fatalf("got %d provider_error log lines, want %d", len(logged), len(tests))
+	}
+	if err, _ := logged[0].ContextMap()["error"].(string); !strings.Contains(err, "access_denied") || !strings.Contains(err, "555-0100") {
+		t.Errorf("log line lacks the error and its description: %q", err)
 	}
 }
 

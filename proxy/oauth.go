@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -81,8 +82,17 @@ func (s *Server) callback(w *recorder, r *http.Request) {
 	q := r.URL.Query()
 	if e := q.Get("error"); e != "" {
 		// The auth server refused the login (denied, unknown client, ...).
+		// Anyone can send a browser here with words of their choosing, which
+		// the page would show on this origin ("call the help desk at ..."):
+		// it names the error only when it is a registered code, and the
+		// description goes to the log alone.
+		code := "unknown error"
+		if authorizationError(e) {
+			code = e
+		}
 		s.loginFailed(w, r, "provider_error", http.StatusUnauthorized,
-			"The sign-in service refused the sign-in: "+truncate(e, 64)+" "+truncate(q.Get("error_description"), 200), nil)
+			"The sign-in service refused the sign-in ("+code+"). Try again; if it keeps failing, your administrator can find the reason in the proxy's log.",
+			fmt.Errorf("authorization response: error %q, error_description %q", truncate(e, 64), truncate(q.Get("error_description"), 200)))
 		return
 	}
 	// Exactly one state and one code: duplicates are a sign of parameter
@@ -139,6 +149,21 @@ func classifyLoginError(err error) (status int, result, msg string) {
 	default:
 		return http.StatusBadGateway, "auth_server_error", "The sign-in service could not be reached or answered nonsense."
 	}
+}
+
+// authorizationError reports whether code is one of the error codes of an
+// authorization response: RFC 6749 §4.1.2.1 and OpenID Connect Core
+// §3.1.2.6.
+func authorizationError(code string) bool {
+	switch code {
+	case "invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
+		"invalid_scope", "server_error", "temporarily_unavailable",
+		"interaction_required", "login_required", "account_selection_required", "consent_required",
+		"invalid_request_uri", "invalid_request_object", "request_not_supported",
+		"request_uri_not_supported", "registration_not_supported":
+		return true
+	}
+	return false
 }
 
 func (s *Server) loginFailed(w *recorder, r *http.Request, result string, status int, msg string, err error) {
