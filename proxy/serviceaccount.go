@@ -144,6 +144,18 @@ func (sa *ServiceAccount) Token(ctx context.Context) (string, error) {
 	return v.(string), nil
 }
 
+// heldToken returns the token held now if it has not expired, else "". It
+// never fetches one, and a token dropped on a 401 is no longer held.
+func (sa *ServiceAccount) heldToken() string {
+	now := sa.now()
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	if sa.tok == nil || !now.Before(sa.tok.expiry) {
+		return ""
+	}
+	return sa.tok.idToken
+}
+
 // renew gets a new token: the refresh grant when a refresh token came back,
 // else (or when that fails) a new client_credentials request.
 func (sa *ServiceAccount) renew(ctx context.Context) (string, error) {

@@ -112,7 +112,7 @@ type app struct {
 	cfg     *settings
 	log     *zap.Logger
 	auth    *proxy.AuthServer
-	proxy   http.Handler
+	proxy   *proxy.Server
 	metrics http.Handler
 }
 
@@ -224,7 +224,8 @@ func checkAuthRedirect(req *http.Request, via []*http.Request) error {
 }
 
 // serve runs discovery and both servers until ctx ends, then shuts down:
-// listeners close first, in-flight requests get shutdown_timeout to finish.
+// listeners close first, in-flight requests get shutdown_timeout to finish,
+// then the service account's TWC session is released.
 func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -265,6 +266,11 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 	if serr := proxySrv.Shutdown(sctx); serr != nil {
 		err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
 	}
+	// With no service request in flight, the service account's TWC session
+	// (a license seat) can end now rather than at TWC's idle timeout. If
+	// Shutdown ran out of time, sctx has too and nothing is sent. The
+	// outcome is logged there; it does not change how run ends.
+	a.proxy.ReleaseServiceSession(sctx)
 	metricsSrv.Shutdown(sctx)
 	// Discovery may still be retrying, and logging: run returns only once
 	// it has ended too.
