@@ -103,7 +103,7 @@ func (s *Server) checkSession(w *recorder, r *http.Request, sess *session.Sessio
 	}
 	w.user = sess.Subject
 	now := s.now()
-	if !needsRefresh(sess.Expiry, now, tokenMargin(s.cfg.RefreshMargin, sess.Lifetime)) {
+	if !refreshDue(sess, now, s.cfg.RefreshMargin) {
 		return sess, true
 	}
 	if sess.RefreshToken == "" {

@@ -45,7 +45,6 @@ func (a *AuthServer) redeem(ctx context.Context, ep *endpoints, code, verifier, 
 		RefreshToken: tr.RefreshToken,
 		Expiry:       tok.Expiry,
 		Created:      now,
-		Lifetime:     tokenLifetime(tok, now),
 	}, nil
 }
 
@@ -95,7 +94,6 @@ func (a *AuthServer) refreshed(ctx context.Context, ep *endpoints, old *session.
 		RefreshToken: rt,
 		Expiry:       tok.Expiry,
 		Created:      old.Created,
-		Lifetime:     tokenLifetime(tok, a.now()),
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -271,12 +272,56 @@ func tokenMargin(margin, lifetime time.Duration) time.Duration {
 	return lifetime / 2
 }
 
-// tokenLifetime is tok's exp - iat, both by the auth server's clock; for a
-// token without a usable iat, its time left from now.
+// tokenLifetime is how long tok, received now, lives for the proxy: from
+// now, or from its iat when that is later (the auth server's clock ahead of
+// ours), until its exp. Measured from when it came rather than from iat, a
+// proxy clock running ahead or a slow answer cannot make a short-lived
+// token due on arrival.
 func tokenLifetime(tok *oidc.IDToken, now time.Time) time.Duration {
-	issued := tok.IssuedAt
-	if issued.IsZero() || !issued.Before(tok.Expiry) {
-		issued = now
+	issued := now
+	if tok.IssuedAt.After(now) && tok.IssuedAt.Before(tok.Expiry) {
+		issued = tok.IssuedAt
 	}
 	return max(0, tok.Expiry.Sub(issued))
 }
+
+// refreshDue reports whether sess's ID token is to be refreshed at now:
+// refresh_margin before it expires, or halfway through its life (exp -
+// iat, read from the token) when it lives no longer than the margin. The
+// token is read only once the margin says it is due, so a request in the
+// usual case never parses it; with a margin that long, the requests
+// before the halfway point each do (about a microsecond), which is still
+// far cheaper than the refresh per request they would otherwise cost.
+func refreshDue(sess *session.Session, now time.Time, margin time.Duration) bool {
+	if !needsRefresh(sess.Expiry, now, margin) {
+		return false
+	}
+	if iat, ok := issuedAt(sess.IDToken); ok && iat.Before(sess.Expiry) {
+		margin = tokenMargin(margin, sess.Expiry.Sub(iat))
+	}
+	return needsRefresh(sess.Expiry, now, margin)
+}
+
+// issuedAt returns the iat claim of a compact JWS, unverified: the token
+// was verified when it entered the session.
+func issuedAt(raw string) (time.Time, bool) {
+	payload, err := jwtPayload(raw)
+	if err != nil {
+		return time.Time{}, false
+	}
+	var c struct {
+		IAT json.Number `json:"iat"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		return time.Time{}, false
+	}
+	sec, err := c.IAT.Float64()
+	if err != nil || sec <= 0 || sec > maxNumericDate {
+		return time.Time{}, false
+	}
+	return time.Unix(0, 0).Add(time.Duration(sec * float64(time.Second))), true
+}
+
+// maxNumericDate bounds the iat read by issuedAt: the year 2200, well
+// inside what a time.Duration from 1970 can hold.
+const maxNumericDate = 7258118400

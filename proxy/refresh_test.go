@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 )
 
@@ -28,6 +30,61 @@ func TestTokenMargin(t *testing.T) {
 		if got := tokenMargin(tt.margin, tt.lifetime); got != tt.want {
 			t.Errorf("tokenMargin(%v, %v) = %v, want %v", tt.margin, tt.lifetime, got, tt.want)
 		}
+	}
+}
+
+func TestIssuedAt(t *testing.T) {
+	jws := func(payload string) string {
+		enc := base64.RawURLEncoding.EncodeToString
+		return enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(payload)) + ".c2ln"
+	}
+	tests := []struct {
+		raw    string
+		want   time.Time
+		wantOK bool
+	}{
+		{jws(`{"sub":"a","iat":1606298877,"exp":1606299777}`), time.Unix(1606298877, 0), true},
+		{jws(`{"iat":1606298877.5}`), time.Unix(1606298877, 5e8), true},
+		{jws(`{"sub":"a"}`), time.Time{}, false},
+		{jws(`{"iat":"1606298877"}`), time.Unix(1606298877, 0), true}, // as go-oidc reads it
+		{jws(`{"iat":true}`), time.Time{}, false},
+		{jws(`{"iat":-5}`), time.Time{}, false},
+		{jws(`{"iat":1e300}`), time.Time{}, false},
+		{jws(`not json`), time.Time{}, false},
+		{"a.b", time.Time{}, false},
+		{"", time.Time{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := issuedAt(tt.raw)
+		if ok != tt.wantOK || !got.Equal(tt.want) {
+			t.Errorf("issuedAt(%q) = %v, %v; want %v, %v", tt.raw, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+func TestTokenLifetime(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	exp := now.Add(5 * time.Minute)
+	tests := []struct {
+		name string
+		iat  time.Time
+		want time.Duration
+	}{
+		{"issued just now", now.Add(-time.Second), 5 * time.Minute},
+		// Our clock 3 min ahead of the auth server's (or a slow answer):
+		// what counts is the life left now, not exp - iat.
+		{"our clock ahead", now.Add(-3 * time.Minute), 5 * time.Minute},
+		{"auth server's clock ahead", now.Add(time.Minute), 4 * time.Minute},
+		{"no iat", time.Time{}, 5 * time.Minute},
+		{"iat after exp", exp.Add(time.Minute), 5 * time.Minute},
+	}
+	for _, tt := range tests {
+		if got := tokenLifetime(&oidc.IDToken{IssuedAt: tt.iat, Expiry: exp}, now); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if got := tokenLifetime(&oidc.IDToken{Expiry: now.Add(-time.Second)}, now); got != 0 {
+		t.Errorf("expired token: got %v, want 0", got)
 	}
 }
 

@@ -32,15 +32,7 @@ import (
 // A compact JWS (the ID token, and TWC's refresh token if it is one) is
 // stored decoded, which saves a quarter of its bytes; after securecookie's
 // double base64 that is about 230 bytes less Cookie header for a TWC ID
-// token on every request.
-//
-// Version 4, written since: version 3 followed by
-//
-//	lifetime      uvarint seconds: the ID token's exp - iat, 0 when unknown
-//
-// which lets the proxy renew a token that lives no longer than its refresh
-// margin halfway through its life instead of on every request. Versions 1
-// and 3 are still read, with a lifetime of 0.
+// token on every request. Version 1 is still read.
 //
 // Decoding is strict, so every accepted input has exactly one encoding:
 // lengths must be minimal uvarints, no field may exceed maxField, a raw
@@ -49,8 +41,7 @@ import (
 const (
 	sessionV1      = 1
 	flowVersion    = 2 // see flow.go; distinct so one layout never parses as the other
-	sessionV3      = 3
-	sessionVersion = 4
+	sessionVersion = 3
 
 	tokenRaw = 0
 	tokenJWS = 1
@@ -58,11 +49,6 @@ const (
 	// maxField bounds each string. A 9 KB ID token is already unusually
 	// large, and anything past 16 KiB would not fit in maxChunks cookies.
 	maxField = 16 << 10
-
-	// maxLifetime bounds the lifetime field, in seconds: about 272 years,
-	// far past TWC's 20-year "unlimited" tokens, and within a
-	// time.Duration.
-	maxLifetime = 1 << 33
 )
 
 var (
@@ -71,7 +57,6 @@ var (
 	errFieldLimit = errors.New("field too long")
 	errNonMinimal = errors.New("non-minimal length")
 	errTrailing   = errors.New("trailing bytes")
-	errLifetime   = errors.New("lifetime out of range")
 )
 
 // encodeSession appends the binary form of s to dst. Times keep only whole
@@ -86,24 +71,18 @@ func encodeSession(dst []byte, s *Session) ([]byte, error) {
 	dst = appendToken(dst, s.RefreshToken)
 	dst = appendTime(dst, s.Expiry)
 	dst = appendTime(dst, s.Created)
-	return binary.AppendUvarint(dst, lifetimeSeconds(s.Lifetime)), nil
-}
-
-// lifetimeSeconds is the lifetime field's value for d: whole seconds, 0
-// for a lifetime unknown or not positive, at most maxLifetime.
-func lifetimeSeconds(d time.Duration) uint64 {
-	return uint64(min(max(d/time.Second, 0), maxLifetime))
+	return dst, nil
 }
 
 // encodedSessionLen is an upper bound of len(encodeSession(nil, s)), so that
 // Save allocates the plaintext once.
 func encodedSessionLen(s *Session) int {
-	return 1 + 2 + 8*binary.MaxVarintLen64 + len(s.Subject) + len(s.IDToken) + len(s.RefreshToken) + 2*8
+	return 1 + 2 + 7*binary.MaxVarintLen64 + len(s.Subject) + len(s.IDToken) + len(s.RefreshToken) + 2*8
 }
 
 // decodeSession parses the output of encodeSession.
 func decodeSession(b []byte) (*Session, error) {
-	if len(b) == 0 || b[0] != sessionVersion && b[0] != sessionV3 && b[0] != sessionV1 {
+	if len(b) == 0 || b[0] != sessionVersion && b[0] != sessionV1 {
 		return nil, errVersion
 	}
 	d := decoder{buf: string(b[1:])}
@@ -119,9 +98,6 @@ func decodeSession(b []byte) (*Session, error) {
 		s.RefreshToken = d.token("")
 	}
 	s.Expiry, s.Created = d.time(), d.time()
-	if b[0] == sessionVersion {
-		s.Lifetime = d.lifetime()
-	}
 	if err := d.finish(); err != nil {
 		return nil, err
 	}
@@ -276,27 +252,6 @@ func (d *decoder) time() time.Time {
 		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7]))
 	// UTC, so that the zero Time survives a round trip as the zero Time.
 	return time.Unix(sec, 0).UTC()
-}
-
-// lifetime reads the lifetime field (version 4).
-func (d *decoder) lifetime() time.Duration {
-	if d.err != nil {
-		return 0
-	}
-	n, w := uvarint(d.buf[d.off:])
-	switch {
-	case w == 0:
-		d.err = errTruncated
-	case w < 0:
-		d.err = errNonMinimal
-	case n > maxLifetime:
-		d.err = errLifetime
-	}
-	if d.err != nil {
-		return 0
-	}
-	d.off += w
-	return time.Duration(n) * time.Second
 }
 
 func (d *decoder) finish() error {

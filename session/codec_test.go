@@ -18,8 +18,6 @@ func TestSessionCodecRoundTrip(t *testing.T) {
 		{"typical", *testSession(900)},
 		{"unicode and binary", Session{Subject: "jörg\x00\xff", IDToken: "a.b.c", Expiry: time.Unix(-1, 0).UTC()}},
 		{"field at limit", Session{IDToken: strings.Repeat("x", maxField), Created: time.Unix(1<<62, 0).UTC()}},
-		{"lifetime", Session{Subject: "bob", IDToken: "a.b.c", Lifetime: 900 * time.Second}},
-		{"longest lifetime", Session{Lifetime: maxLifetime * time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,9 +72,6 @@ func TestDecodeSessionRejects(t *testing.T) {
 		{"overflowing length", cat([]byte{sessionVersion}, bytes.Repeat([]byte{0xff}, 10), []byte{1}), errNonMinimal},
 		{"unterminated length", []byte{sessionVersion, 0x80}, errTruncated},
 		{"time truncated", cat([]byte{sessionVersion, 0, 0, 0}, times[:15]), errTruncated},
-		{"no lifetime", valid[:len(valid)-1], errTruncated},
-		{"non-minimal lifetime", cat(valid[:len(valid)-1], []byte{0x80, 0x00}), errNonMinimal},
-		{"lifetime too long", cat(valid[:len(valid)-1], binary.AppendUvarint(nil, maxLifetime+1)), errLifetime},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,28 +84,6 @@ func TestDecodeSessionRejects(t *testing.T) {
 	for i := range len(valid) {
 		if _, err := decodeSession(valid[:i]); err == nil {
 			t.Errorf("prefix of %d bytes: got no error", i)
-		}
-	}
-}
-
-func TestSessionCodecLifetime(t *testing.T) {
-	tests := []struct {
-		in, want time.Duration
-	}{
-		{0, 0},
-		{-time.Hour, 0},
-		{900*time.Second + 999*time.Millisecond, 900 * time.Second},
-		{20 * 365 * 24 * time.Hour, 20 * 365 * 24 * time.Hour},
-		{time.Duration(1<<63 - 1), maxLifetime * time.Second},
-	}
-	for _, tt := range tests {
-		b, err := encodeSession(nil, &Session{Lifetime: tt.in})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := decodeSession(b)
-		if err != nil || got.Lifetime != tt.want {
-			t.Errorf("Lifetime %v: got %v, %v; want %v", tt.in, got.Lifetime, err, tt.want)
 		}
 	}
 }
@@ -153,7 +126,6 @@ func FuzzDecodeSession(f *testing.F) {
 	}
 	f.Add([]byte{sessionVersion, 0x80, 0x00})
 	f.Add(encodeV1(testSession(100)))
-	f.Add(encodeV3(f, testSession(100)))
 	f.Add([]byte{flowVersion})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if s, err := decodeSession(data); err == nil {
@@ -161,9 +133,8 @@ func FuzzDecodeSession(f *testing.F) {
 			if err != nil {
 				t.Fatalf("re-encode: %v", err)
 			}
-			// The current version has one encoding per session; versions 1
-			// and 3 (still read) re-encode as the current one, to the same
-			// session.
+			// The current version has one encoding per session; version 1
+			// (still read) re-encodes as the current one, to the same session.
 			if data[0] == sessionVersion && !bytes.Equal(again, data) {
 				t.Fatalf("re-encoded %x, want %x", again, data)
 			}
@@ -188,7 +159,6 @@ func FuzzDecodeSession(f *testing.F) {
 			RefreshToken: string(data[len(data)/2:]),
 			Expiry:       time.Unix(sec, 0).UTC(),
 			Created:      time.Unix(-sec, 0).UTC(),
-			Lifetime:     time.Duration(uint32(sec)) * time.Second,
 		}
 		b, err := encodeSession(nil, &in)
 		if len(data) > maxField {
@@ -221,32 +191,11 @@ func encodeV1(s *Session) []byte {
 	return appendTime(b, s.Created)
 }
 
-// encodeV3 writes the version 3 layout, which cookies sealed by earlier
-// releases carry: the current one without the lifetime.
-func encodeV3(tb testing.TB, s *Session) []byte {
-	tb.Helper()
-	b, err := encodeSession(nil, s)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b = b[:len(b)-len(binary.AppendUvarint(nil, lifetimeSeconds(s.Lifetime)))]
-	b[0] = sessionV3
-	return b
-}
-
-func TestDecodeOldVersions(t *testing.T) {
-	want := testSession(900) // no Lifetime: the old layouts have none
-	for name, b := range map[string][]byte{"1": encodeV1(want), "3": encodeV3(t, want)} {
-		got, err := decodeSession(b)
-		if err != nil || !sameSession(got, want) {
-			t.Errorf("version %s: got %+v, %v; want %+v", name, got, err, want)
-		}
-		if got != nil && got.TokenHeader() != "Token "+want.IDToken {
-			t.Errorf("version %s: TokenHeader %q", name, got.TokenHeader())
-		}
-	}
-	if _, err := decodeSession(append(encodeV3(t, want), 0)); !errors.Is(err, errTrailing) {
-		t.Errorf("version 3 with a lifetime byte: got %v, want errTrailing", err)
+func TestDecodeVersion1(t *testing.T) {
+	want := testSession(900)
+	got, err := decodeSession(encodeV1(want))
+	if err != nil || !sameSession(got, want) {
+		t.Fatalf("got %+v, %v; want %+v", got, err, want)
 	}
 }
 

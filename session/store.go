@@ -81,10 +81,6 @@ type Session struct {
 	RefreshToken string    // may be empty
 	Expiry       time.Time // the ID token's exp; whole seconds survive Save
 	Created      time.Time // login time; whole seconds survive Save
-	// Lifetime is the ID token's exp - iat, by the auth server's clock:
-	// whole seconds survive Save; 0 when unknown (a token without iat, a
-	// cookie sealed before the field existed).
-	Lifetime time.Duration
 
 	// tokenHeader is tokenScheme + IDToken when Load built both in one
 	// string (IDToken is then its suffix); see TokenHeader.
