@@ -263,13 +263,23 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 	a.log.Info("shutting down", zap.Duration("timeout", a.cfg.shutdownTimeout))
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.shutdownTimeout)
 	defer scancel()
-	if serr := proxySrv.Shutdown(sctx); serr != nil {
+	// With a service account, the drain leaves the last quarter of the
+	// grace (at most logoutReserve) to its logout: one slow request must
+	// not use up the time in the busy case, where the seat matters most.
+	drain := sctx
+	if a.cfg.service != nil {
+		var dcancel context.CancelFunc
+		drain, dcancel = context.WithTimeout(sctx, a.cfg.shutdownTimeout-min(logoutReserve, a.cfg.shutdownTimeout/4))
+		defer dcancel()
+	}
+	if serr := proxySrv.Shutdown(drain); serr != nil {
 		err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
 	}
-	// With no service request in flight, the service account's TWC session
-	// (a license seat) can end now rather than at TWC's idle timeout. If
-	// Shutdown ran out of time, sctx has too and nothing is sent. The
-	// outcome is logged there; it does not change how run ends.
+	// The service account's TWC session (a license seat) ends now rather
+	// than at TWC's idle timeout: once no service request is in flight, or
+	// when the drain ran out of its time, since the process is about to
+	// cut what is left anyway. The outcome is logged there; it does not
+	// change how run ends.
 	a.proxy.ReleaseServiceSession(sctx)
 	metricsSrv.Shutdown(sctx)
 	// Discovery may still be retrying, and logging: run returns only once
@@ -279,6 +289,10 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 	a.log.Info("stopped")
 	return err
 }
+
+// logoutReserve is the most of shutdown_timeout kept from the drain for
+// the service account's logout.
+const logoutReserve = 5 * time.Second
 
 func isLoopbackHost(host string) bool {
 	if host == "localhost" {

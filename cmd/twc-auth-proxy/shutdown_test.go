@@ -116,33 +116,56 @@ session:
 	t.Logf("drained %d requests and stopped %v after they were released", inFlight, time.Since(start).Round(time.Millisecond))
 }
 
-// TestShutdownReleasesServiceSession: on SIGTERM the service account's TWC
-// REST session ends with GET /osmc/logout once the in-flight requests are
-// done, rather than holding its license seat for TWC's idle timeout, and
-// run still returns nil.
-func TestShutdownReleasesServiceSession(t *testing.T) {
+// serviceShutdown is a proxy with a service account in front of a fake TWC
+// REST that opens a session (seat-1) for a request without one, answers
+// /osmc/slow only once release is closed, and records the order in which
+// the slow answer and the logout happened.
+type serviceShutdown struct {
+	r       *running
+	listen  string
+	arrived chan struct{} // closed when /osmc/slow reached the upstream
+	release chan struct{} // close to let /osmc/slow answer
+
+	mu      sync.Mutex
+	events  []string
+	logouts []http.Header
+}
+
+func startServiceShutdown(t *testing.T, shutdownTimeout string) *serviceShutdown {
+	t.Helper()
 	auth, err := authtest.Start(authtest.Options{Users: map[string]string{"svc-reports": "svc-password-9c2b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer auth.Close()
-	var mu sync.Mutex
-	var logouts []http.Header
+	t.Cleanup(func() { auth.Close() })
+	ss := &serviceShutdown{arrived: make(chan struct{}), release: make(chan struct{})}
+	var once sync.Once
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/osmc/logout":
-			mu.Lock()
-			logouts = append(logouts, r.Header.Clone())
-			mu.Unlock()
+			ss.mu.Lock()
+			ss.events = append(ss.events, "logout")
+			ss.logouts = append(ss.logouts, r.Header.Clone())
+			ss.mu.Unlock()
 			w.WriteHeader(http.StatusNoContent)
+		case r.URL.Path == "/osmc/slow":
+			once.Do(func() { close(ss.arrived) })
+			<-ss.release
+			ss.mu.Lock()
+			ss.events = append(ss.events, "slow answered")
+			ss.mu.Unlock()
 		case r.Header.Get("Cookie") == "":
 			http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: "seat-1", Path: "/osmc"})
-			w.WriteHeader(http.StatusOK)
-		default:
-			w.WriteHeader(http.StatusOK)
 		}
 	}))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
+	t.Cleanup(func() {
+		select {
+		case <-ss.release:
+		default:
+			close(ss.release)
+		}
+	})
 
 	a := freeAddrs(t, 2)
 	listen, metrics := a[0], a[1]
@@ -151,7 +174,7 @@ listen: %s
 metrics_listen: %s
 upstream: %s
 redirect_url: http://%s/oauth2/callback
-shutdown_timeout: 10s
+shutdown_timeout: %s
 auth:
   issuer_url: %s
   client_id: dashboard
@@ -162,28 +185,96 @@ service_account:
   enabled: true
   username: svc-reports
   password: svc-password-9c2b
-`, listen, metrics, upstream.URL, listen, auth.Issuer(), testSessionSecret))
-	r := startRun(t, path, noEnv)
-	waitStatus(t, r, "http://"+metrics+"/readyz", http.StatusOK)
+`, listen, metrics, upstream.URL, listen, shutdownTimeout, auth.Issuer(), testSessionSecret))
+	ss.r, ss.listen = startRun(t, path, noEnv), listen
+	waitStatus(t, ss.r, "http://"+metrics+"/readyz", http.StatusOK)
 	if code, body := fetch(t, http.DefaultClient, "http://"+listen+"/osmc/workspaces"); code != http.StatusOK {
 		t.Fatalf("service request: got %d %s", code, body)
 	}
+	return ss
+}
 
-	if err := r.stop(t); err != nil {
-		t.Fatalf("run returned %v, want nil", err)
+// slow starts a service request that the upstream answers only once
+// release is closed, and waits until it got there.
+func (ss *serviceShutdown) slow(t *testing.T) {
+	t.Helper()
+	go func() {
+		if resp, err := http.Get("http://" + ss.listen + "/osmc/slow"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-ss.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach the upstream")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(logouts) != 1 {
-		t.Fatalf("upstream saw %d logouts at shutdown, want 1; stderr:\n%s", len(logouts), r.stderr)
+}
+
+// done waits for run to return and checks the one logout it sent.
+func (ss *serviceShutdown) done(t *testing.T) error {
+	t.Helper()
+	var err error
+	select {
+	case <-ss.r.done:
+		err = ss.r.err
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return")
 	}
-	if c := logouts[0].Get("Cookie"); c != "twc-rest-session-id=seat-1" {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.logouts) != 1 {
+		t.Fatalf("upstream saw %d logouts at shutdown, want 1; stderr:\n%s", len(ss.logouts), ss.r.stderr)
+	}
+	if c := ss.logouts[0].Get("Cookie"); c != "twc-rest-session-id=seat-1" {
 		t.Errorf("logout Cookie = %q, want the service session", c)
 	}
-	if a := logouts[0].Get("Authorization"); !strings.HasPrefix(a, "Token ey") {
+	if a := ss.logouts[0].Get("Authorization"); !strings.HasPrefix(a, "Token ey") {
 		t.Errorf("logout Authorization = %q, want the service token", a)
 	}
-	if !strings.Contains(r.stderr.String(), "released the service account's TWC session") {
-		t.Errorf("no log line for the release; stderr:\n%s", r.stderr)
+	if !strings.Contains(ss.r.stderr.String(), "released the service account's TWC session") {
+		t.Errorf("no log line for the release; stderr:\n%s", ss.r.stderr)
+	}
+	return err
+}
+
+// TestShutdownReleasesServiceSession: on SIGTERM the service account's TWC
+// REST session ends with GET /osmc/logout once the in-flight requests are
+// done, rather than holding its license seat for TWC's idle timeout, and
+// run still returns nil.
+func TestShutdownReleasesServiceSession(t *testing.T) {
+	ss := startServiceShutdown(t, "10s")
+	ss.slow(t)
+	ss.r.cancel() // SIGTERM
+	time.Sleep(300 * time.Millisecond)
+	close(ss.release)
+	if err := ss.done(t); err != nil {
+		t.Errorf("run returned %v, want nil", err)
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.events) != 2 || ss.events[0] != "slow answered" || ss.events[1] != "logout" {
+		t.Errorf("upstream saw %q, want the in-flight request answered before the logout", ss.events)
+	}
+}
+
+// TestShutdownLogoutWhenDrainOverruns: a service request still in flight
+// when the drain's share of shutdown_timeout is up does not cost the
+// logout its time: the seat is released before the process gives up.
+func TestShutdownLogoutWhenDrainOverruns(t *testing.T) {
+	ss := startServiceShutdown(t, "2s") // drain 1.5 s, logout 0.5 s
+	ss.slow(t)
+	start := time.Now()
+	ss.r.cancel()
+	err := ss.done(t) // the slow request is never released in time
+	if err == nil || !strings.Contains(err.Error(), "shutdown") {
+		t.Errorf("run returned %v, want the drain's deadline", err)
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("run took %v to return, want about shutdown_timeout (2 s)", took)
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.events) != 1 || ss.events[0] != "logout" {
+		t.Errorf("upstream saw %q, want the logout while the slow request still waits", ss.events)
 	}
 }
