@@ -182,7 +182,10 @@ func TestCallbackRejects(t *testing.T) {
 		{"duplicate state", "state=" + url.QueryEscape(state) + "&state=other&code=" + code, http.StatusBadRequest, "bad_request"},
 		{"duplicate code", "state=" + url.QueryEscape(state) + "&code=" + code + "&code=x", http.StatusBadRequest, "bad_request"},
 		{"no code", "state=" + url.QueryEscape(state), http.StatusBadRequest, "bad_request"},
-		{"provider error", "error=access_denied&error_description=no%0Away&state=" + url.QueryEscape(state), http.StatusUnauthorized, "provider_error"},
+		// Another state: a provider error for this browser's sign-in
+		// ends it (TestCallbackProviderErrorText), and the genuine
+		// callback below still needs it.
+		{"provider error", "error=access_denied&error_description=no%0Away&state=forged", http.StatusUnauthorized, "provider_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,17 +220,25 @@ func TestCallbackRejects(t *testing.T) {
 // TestCallbackProviderErrorText: a provider error on the callback shows a
 // registered error code, never text the link brought along (anyone can send
 // a browser to the callback with words of their choosing); the description
-// goes to the log.
+// goes to the log, and only for a sign-in this browser started.
 func TestCallbackProviderErrorText(t *testing.T) {
 	h := newHarness(t)
 	c := h.browser()
+	resp, _ := h.navigate(c, "/x") // a sign-in under way: its state
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("state") == "" {
+		t.Fatalf("no sign-in started: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	state := loc.Query().Get("state")
 	bait := "Your account is locked. Call the help desk at 555-0100"
 	tests := []struct {
 		query, shown, hidden string
+		logged               bool // the description is in the log line
 	}{
-		{url.Values{"error": {"access_denied"}, "error_description": {bait}}.Encode(), "(access_denied)", bait},
-		{url.Values{"error": {bait}}.Encode(), "(unknown error)", bait},
-		{url.Values{"error": {"<b>x</b>"}}.Encode(), "(unknown error)", "&lt;b&gt;"},
+		{url.Values{"error": {"access_denied"}, "error_description": {bait}}.Encode(), "(access_denied)", bait, false},
+		{url.Values{"error": {"locked: call 555-0199"}}.Encode(), "(unknown error)", "555-0199", false},
+		{url.Values{"error": {"<b>x</b>"}}.Encode(), "(unknown error)", "&lt;b&gt;", false},
+		{url.Values{"error": {"system_error"}, "error_description": {"keystore\nbroken 555-0100"}, "state": {state}}.Encode(), "(system_error)", "keystore", true},
 	}
 	for _, tt := range tests {
 		resp, body := h.navigate(c, "/oauth2/callback?"+tt.query)
@@ -242,8 +253,17 @@ func TestCallbackProviderErrorText(t *testing.T) {
 	if len(logged) != len(tests) {
 		t.Fatalf("got %d provider_error log lines, want %d", len(logged), len(tests))
 	}
-	if err, _ := logged[0].ContextMap()["error"].(string); !strings.Contains(err, "access_denied") || !strings.Contains(err, "555-0100") {
-		t.Errorf("log line lacks the error and its description: %q", err)
+	for i, tt := range tests {
+		line, _ := logged[i].ContextMap()["error"].(string)
+		if got := strings.Contains(line, "555-0100"); got != tt.logged {
+			t.Errorf("%s: log line %q: description logged = %v, want %v", tt.query, line, got, tt.logged)
+		}
+		if strings.ContainsAny(line, "\n\r") {
+			t.Errorf("log line with a control character: %q", line)
+		}
+	}
+	if h.hasSession(c) {
+		t.Error("a provider error created a session")
 	}
 }
 

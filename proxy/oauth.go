@@ -84,15 +84,21 @@ func (s *Server) callback(w *recorder, r *http.Request) {
 		// The auth server refused the login (denied, unknown client, ...).
 		// Anyone can send a browser here with words of their choosing, which
 		// the page would show on this origin ("call the help desk at ..."):
-		// it names the error only when it is a registered code, and the
-		// description goes to the log alone.
+		// it names the error only when it is a registered code. The
+		// description is logged only for a sign-in this browser started
+		// (the state matches its flow cookie, which is then used up); from
+		// any other link it is somebody's words, not the provider's.
 		code := "unknown error"
 		if authorizationError(e) {
 			code = e
 		}
+		cause := fmt.Errorf("authorization response: error %q, not for a sign-in this browser started", truncate(e, 64))
+		if _, ferr := s.store.TakeFlow(w, r, q.Get("state")); ferr == nil {
+			cause = fmt.Errorf("authorization response: error %q, error_description %q", truncate(e, 64), truncate(q.Get("error_description"), 200))
+		}
 		s.loginFailed(w, r, "provider_error", http.StatusUnauthorized,
 			"The sign-in service refused the sign-in ("+code+"). Try again; if it keeps failing, your administrator can find the reason in the proxy's log.",
-			fmt.Errorf("authorization response: error %q, error_description %q", truncate(e, 64), truncate(q.Get("error_description"), 200)))
+			cause)
 		return
 	}
 	// Exactly one state and one code: duplicates are a sign of parameter
@@ -152,12 +158,13 @@ func classifyLoginError(err error) (status int, result, msg string) {
 }
 
 // authorizationError reports whether code is one of the error codes of an
-// authorization response: RFC 6749 §4.1.2.1 and OpenID Connect Core
-// §3.1.2.6.
+// authorization response: RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6,
+// and TWC's system_error.
 func authorizationError(code string) bool {
 	switch code {
 	case "invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
 		"invalid_scope", "server_error", "temporarily_unavailable",
+		"system_error", // TWC's: keystore problems
 		"interaction_required", "login_required", "account_selection_required", "consent_required",
 		"invalid_request_uri", "invalid_request_object", "request_not_supported",
 		"request_uri_not_supported", "registration_not_supported":
