@@ -86,6 +86,7 @@ type Server struct {
 	callbackPath string
 	apiVerifier  atomic.Pointer[apiVerifier]
 	requestLog   *requestLog // nil: request lines go through log
+	watchdog     *watchdog   // enforces UpstreamTimeout
 }
 
 // New builds the proxy handler. auth must be discovered (Run) before
@@ -117,6 +118,7 @@ func New(cfg Config, log *zap.Logger, store *session.Store, auth *AuthServer, m 
 		s.requestLog = newRequestLog(cfg.RequestLog)
 	}
 	s.refresher = newRefresher(auth, func() time.Time { return s.now() })
+	s.watchdog = newWatchdog(cfg.UpstreamTimeout)
 	s.rp = s.newReverseProxy()
 	return s, nil
 }
@@ -189,6 +191,7 @@ type recorder struct {
 	opensSession  bool           // set by serveServiceAccount: the others wait for this request's answer
 	serviceJar    *cookiejar.Jar // the service session's jar the request went with (Rewrite)
 	upstreamStart time.Time
+	wait          waiting // in the watchdog's list while the upstream's headers are awaited
 
 	// vals backs the one-value slices of the headers the proxy sets
 	// (X-Request-Id both ways, Authorization, X-Forwarded-*), so that

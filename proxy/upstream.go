@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"strings"
@@ -13,6 +15,10 @@ import (
 	"go.uber.org/zap"
 )
 
+// errHeadersTimeout: the upstream sent no response headers within
+// UpstreamTimeout.
+var errHeadersTimeout = errors.New("no response headers from the upstream within upstream_timeout")
+
 // proxyStateKey carries the request's *recorder from ServeHTTP to Rewrite,
 // ModifyResponse and ErrorHandler, which see only the request.
 type proxyStateKey struct{}
@@ -20,10 +26,26 @@ type proxyStateKey struct{}
 // forward sends r upstream. authorization ("Token <id_token>"), when set,
 // becomes the only Authorization header the upstream sees; service marks
 // the service account's token.
+//
+// The wait for the upstream's response headers is bounded by
+// UpstreamTimeout through the watchdog, which cancels the request's
+// context: from now for a request without a body, and for one with a body
+// from when the body has been sent, as Transport's ResponseHeaderTimeout
+// counts it (a slow upload is not a slow upstream).
 func (s *Server) forward(w *recorder, r *http.Request, authorization string, service bool) {
 	w.authorization, w.service, w.upstreamStart = authorization, service, time.Now()
 	w.ownCookies = w.Header()["Set-Cookie"] // a refreshed session's, kept across a 1xx
-	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, w)))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer s.watchdog.stop(&w.wait, true)
+	if r.Body == nil || r.Body == http.NoBody {
+		s.watchdog.start(&w.wait, w.upstreamStart, cancel)
+	} else {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { s.watchdog.start(&w.wait, time.Now(), cancel) },
+		})
+	}
+	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, proxyStateKey{}, w)))
 }
 
 func stateOf(r *http.Request) *recorder {
@@ -43,7 +65,9 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		TLSHandshakeTimeout:   10 * time.Second,
 		TLSClientConfig:       s.cfg.UpstreamTLS,
 		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: s.cfg.UpstreamTimeout,
+		// No ResponseHeaderTimeout: its timer per round trip costs more
+		// than the watchdog that enforces UpstreamTimeout instead (see
+		// watchdog.go).
 		// Forward the client's Accept-Encoding as it is: without this the
 		// transport asks for gzip on its own when the client did not, and
 		// then spends our CPU inflating the answer.
@@ -145,6 +169,9 @@ func (s *Server) trustedPeer(remoteAddr string) bool {
 // or clearing the proxy's own cookies.
 func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
+		if s.watchdog.stop(&st.wait, false) {
+			return errHeadersTimeout // came just after the deadline: the timeout won
+		}
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
 		if st.service {
 			sa := s.cfg.ServiceAccount
@@ -192,8 +219,14 @@ func (s *Server) setsOwnCookie(line string) bool {
 // 502 otherwise, with a readable body and no internals.
 func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err error) {
 	kind, status := "unreachable", http.StatusBadGateway
+	st := stateOf(r)
 	var ne net.Error
 	switch {
+	case st != nil && s.watchdog.stop(&st.wait, false):
+		kind, status = "timeout", http.StatusGatewayTimeout
+		if !errors.Is(err, errHeadersTimeout) {
+			err = fmt.Errorf("%w: %w", errHeadersTimeout, err)
+		}
 	case errors.Is(err, context.Canceled):
 		kind = "canceled" // the client went away; nobody reads the answer
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
@@ -201,7 +234,7 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 	}
 	s.m.UpstreamErrors.WithLabelValues(kind).Inc()
 	id := ""
-	if st := stateOf(r); st != nil {
+	if st != nil {
 		id = st.id
 		st.outcome = "upstream_" + kind
 		if st.service {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -334,11 +335,84 @@ func TestUpstreamFailures(t *testing.T) {
 			}
 		})
 		defer close(release)
+		start := time.Now()
 		resp, body := h.navigate(c, "/slow")
 		if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "did not answer in time") {
 			t.Fatalf("got %d %s, want 504 page", resp.StatusCode, body)
 		}
+		// The watchdog ticks every 20 ms for a 200 ms timeout.
+		if took := time.Since(start); took < 200*time.Millisecond || took > 2*time.Second {
+			t.Errorf("504 after %v, want just after the 200 ms timeout", took)
+		}
+		if got := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "timeout"}); got != 1 {
+			t.Errorf("upstream_errors_total{timeout} = %v, want 1", got)
+		}
+		logged := h.logs.FilterMessage("upstream request failed").All()
+		if len(logged) != 1 || !strings.Contains(fmt.Sprint(logged[0].ContextMap()["error"]), "within upstream_timeout") {
+			t.Errorf("log lines for the timeout: %v", logged)
+		}
 	})
+}
+
+// TestUpstreamTimeoutCountsOnlyTheWaitForHeaders: upstream_timeout bounds
+// the wait for the response headers, as Transport's ResponseHeaderTimeout
+// did: neither a slow upload before it nor a slow body after it is cut.
+func TestUpstreamTimeoutCountsOnlyTheWaitForHeaders(t *testing.T) {
+	noLeaks(t)
+	const timeout = 200 * time.Millisecond
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.cfg = func(c *Config) { c.UpstreamTimeout = timeout }
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/upload":
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				fmt.Fprintf(w, "got %d bytes", len(b))
+			case "/download":
+				io.WriteString(w, "first,")
+				http.NewResponseController(w).Flush()
+				time.Sleep(3 * timeout)
+				io.WriteString(w, "last")
+			}
+		}
+	})
+	cookies := c.Jar.Cookies(mustURL(h.proxy.URL))
+
+	// The body trickles in over 3 timeouts; the answer comes at once.
+	pr, pw := io.Pipe()
+	go func() {
+		for range 6 {
+			time.Sleep(timeout / 2)
+			pw.Write([]byte("0123456789"))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, h.proxy.URL+"/upload", pr)
+	req.Header.Set("Accept", "application/json")
+	for _, ck := range cookies {
+		req.AddCookie(ck)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "got 60 bytes" {
+		t.Errorf("slow upload: got %d %q, want 200 \"got 60 bytes\"", resp.StatusCode, body)
+	}
+
+	// The headers come at once; the body takes 3 timeouts.
+	resp, body2 := h.fetch(c, "/download")
+	if resp.StatusCode != http.StatusOK || body2 != "first,last" {
+		t.Errorf("slow body: got %d %q, want 200 \"first,last\"", resp.StatusCode, body2)
+	}
+	if got := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "timeout"}); got != 0 {
+		t.Errorf("upstream_errors_total{timeout} = %v, want 0", got)
+	}
 }
 
 func TestStreamingAndWebsocket(t *testing.T) {
