@@ -265,6 +265,12 @@ func TestCallbackProviderErrorText(t *testing.T) {
 	if h.hasSession(c) {
 		t.Error("a provider error created a session")
 	}
+	// The error ended that sign-in: its state is spent.
+	before := h.metric("twc_auth_proxy_logins_total", map[string]string{"result": "state_mismatch"})
+	resp, _ = h.navigate(c, "/oauth2/callback?"+url.Values{"state": {state}, "code": {"whatever"}}.Encode())
+	if resp.StatusCode != http.StatusBadRequest || h.metric("twc_auth_proxy_logins_total", map[string]string{"result": "state_mismatch"}) != before+1 {
+		t.Errorf("a callback with the state of the sign-in the error ended: got %d, want 400 state_mismatch", resp.StatusCode)
+	}
 }
 
 func TestInvalidIDTokensFailLogin(t *testing.T) {

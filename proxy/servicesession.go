@@ -81,8 +81,8 @@ type turn struct {
 // then go with whatever session it opened; they give up when ctx ends or
 // limit passes.
 //
-// canOpen is false for a request with a body: Transport's response-header
-// timeout starts only once the body is sent, so a caller trickling a body
+// canOpen is false for a request with a body: the upstream timeout starts
+// only once the body is sent (see forward), so a caller trickling a body
 // would hold the others back for as long as it liked. Such a request waits
 // for an opener that is under way, but when there is none it goes on
 // without waiting and without holding anyone.

@@ -244,8 +244,8 @@ func TestServiceSessionNote(t *testing.T) {
 	}
 }
 
-// A request with a body never holds the others back: Transport's
-// response-header timeout starts only once the body is sent, so a caller
+// A request with a body never holds the others back: the upstream timeout
+// starts only once the body is sent, so a caller
 // trickling one would otherwise keep the gate as long as it liked.
 func TestServiceAccountSlowUploadHoldsNoOne(t *testing.T) {
 	twc := &fakeTWCREST{}

@@ -29,9 +29,10 @@ type proxyStateKey struct{}
 //
 // The wait for the upstream's response headers is bounded by
 // UpstreamTimeout through the watchdog, which cancels the request's
-// context: from now for a request without a body, and for one with a body
-// from when the body has been sent, as Transport's ResponseHeaderTimeout
-// counts it (a slow upload is not a slow upstream).
+// context: from now for a request without a body (connecting to the
+// upstream included), and for one with a body from when the body has been
+// sent, as Transport's ResponseHeaderTimeout counts it (a slow upload is
+// not a slow upstream).
 func (s *Server) forward(w *recorder, r *http.Request, authorization string, service bool) {
 	w.authorization, w.service, w.upstreamStart = authorization, service, time.Now()
 	w.ownCookies = w.Header()["Set-Cookie"] // a refreshed session's, kept across a 1xx
@@ -169,7 +170,11 @@ func (s *Server) trustedPeer(remoteAddr string) bool {
 // or clearing the proxy's own cookies.
 func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request); st != nil {
-		if s.watchdog.stop(&st.wait, false) {
+		// Done: the headers are in, and a body write that ends later (an
+		// upstream that answers before reading the whole body, an
+		// Expect: 100-continue answered at once) must not put the request
+		// back in the list, where it would be cut mid-stream.
+		if s.watchdog.stop(&st.wait, true) {
 			return errHeadersTimeout // came just after the deadline: the timeout won
 		}
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -412,6 +414,99 @@ func TestUpstreamTimeoutCountsOnlyTheWaitForHeaders(t *testing.T) {
 	}
 	if got := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "timeout"}); got != 0 {
 		t.Errorf("upstream_errors_total{timeout} = %v, want 0", got)
+	}
+}
+
+// TestUpstreamAnswerBeforeBodyIsNotCut: an upstream that answers, and
+// streams, before it has read the whole request body. The proxy's write of
+// the body ends after the headers came; that must not start a new wait
+// for headers, which would cut the stream one timeout later.
+func TestUpstreamAnswerBeforeBodyIsNotCut(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.cfg = func(c *Config) { c.UpstreamTimeout = timeout }
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			rc.EnableFullDuplex()
+			io.WriteString(w, "first,")
+			rc.Flush()
+			time.Sleep(timeout / 2)
+			io.Copy(io.Discard, r.Body) // the upload, after the headers
+			for range 6 {               // then three timeouts of streaming
+				time.Sleep(timeout / 2)
+				io.WriteString(w, ".")
+				rc.Flush()
+			}
+			io.WriteString(w, "last")
+		}
+	})
+	// 16 MiB: more than loopback's socket buffers hold, so the write of the
+	// body ends only once the upstream reads it, after its headers.
+	req, _ := http.NewRequest(http.MethodPost, h.proxy.URL+"/duplex", bytes.NewReader(make([]byte, 16<<20)))
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "first,......last" {
+		t.Errorf("stream of an early answer: %d %q, %v; want it whole", resp.StatusCode, body, err)
+	}
+}
+
+// TestUpstreamTimeoutWithBody: a request with a body whose answer never
+// comes gets the 504 too, its wait counted from when the body was sent.
+func TestUpstreamTimeoutWithBody(t *testing.T) {
+	noLeaks(t)
+	release := make(chan struct{})
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.cfg = func(c *Config) { c.UpstreamTimeout = 200 * time.Millisecond }
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if r.URL.Path != "/x" {
+				return
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	defer close(release)
+	req, _ := http.NewRequest(http.MethodPost, h.proxy.URL+"/x", strings.NewReader("hello"))
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("got %d, want 504", resp.StatusCode)
+	}
+}
+
+// TestUpstreamLateAnswerIsTheTimeout: headers that arrive just after the
+// watchdog expired the request are not passed on: the timeout won, and the
+// answer is its 504.
+func TestUpstreamLateAnswerIsTheTimeout(t *testing.T) {
+	h := newHarness(t)
+	st := &recorder{}
+	h.server.watchdog.start(&st.wait, time.Now().Add(-time.Hour), func() {})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.server.watchdog.mu.Lock()
+		expired := st.wait.expired
+		h.server.watchdog.mu.Unlock()
+		if expired || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	res := &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Request: req.WithContext(context.WithValue(req.Context(), proxyStateKey{}, st))}
+	if err := h.server.modifyResponse(res); !errors.Is(err, errHeadersTimeout) {
+		t.Fatalf("modifyResponse after the deadline: got %v, want errHeadersTimeout", err)
 	}
 }
 

@@ -12,11 +12,12 @@ func counted() (func(), *atomic.Int32) {
 	return func() { n.Add(1) }, &n
 }
 
-// waitIdle waits until d's goroutine has returned, failing after a few
-// ticks.
+// waitIdle waits until d's goroutine has returned, failing after 2 s (it
+// returns at its first tick with nothing to watch; the slack is for a
+// loaded machine).
 func waitIdle(t *testing.T, d *watchdog) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * d.tick); time.Now().Before(deadline); time.Sleep(d.tick / 4) {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(d.tick / 4) {
 		d.mu.Lock()
 		running := d.running
 		d.mu.Unlock()
@@ -25,6 +26,14 @@ func waitIdle(t *testing.T, d *watchdog) {
 		}
 	}
 	t.Fatal("the watchdog goroutine still runs with nothing to watch")
+}
+
+// waitCalls waits up to 2 s for a cancel func to have been called.
+func waitCalls(t *testing.T, calls *atomic.Int32) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); calls.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestWatchdogExpires(t *testing.T) {
@@ -43,7 +52,7 @@ func TestWatchdogExpires(t *testing.T) {
 		t.Fatal("stop before the deadline reported it passed")
 	}
 	d.stop(&ended, true)
-	time.Sleep(50*time.Millisecond + 3*d.tick)
+	waitCalls(t, nLate)
 	if n := nLate.Load(); n != 1 {
 		t.Errorf("overdue request cancelled %d times, want 1", n)
 	}
@@ -85,10 +94,7 @@ func TestWatchdogRestarts(t *testing.T) {
 		var n waiting
 		cancel, calls := counted()
 		d.start(&n, time.Now(), cancel)
-		deadline := time.Now().Add(time.Second)
-		for calls.Load() == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitCalls(t, calls)
 		if calls.Load() != 1 {
 			t.Fatalf("overdue request cancelled %d times, want 1", calls.Load())
 		}
