@@ -17,8 +17,10 @@ import (
 //
 // Instead each request waiting for headers is a node in one list, oldest
 // first (every request has the same timeout, so the order of entry is the
-// order of deadlines), and one goroutine, running only while the list is
-// not empty, looks at its head every tick and cancels the requests whose
+// order of deadlines, give or take the moment between reading the clock
+// and taking the lock: a node a little out of order is expired at most a
+// tick late), and one goroutine, running only while the list is not
+// empty, looks at its head every tick and cancels the requests whose
 // deadline has passed. A request leaves the list when its headers arrive,
 // when it fails, or when it is done. The timeout is thus enforced to
 // within a tick: a tenth of it, at least 10 ms and at most a second.
