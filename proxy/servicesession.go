@@ -52,9 +52,24 @@ type serviceSession struct {
 	// cookie turns up after all.
 	sessionless atomic.Bool
 
-	mu      sync.Mutex // guards opening, and keeps a drop out of keepCookies
+	mu      sync.Mutex // guards opening and kept, and keeps a drop out of keepCookies
 	opening *turn      // nil when no one is opening
+	// kept are the cookies (name, domain, path) the jar was given since
+	// it was made, bounded by maxServiceCookies; full is set once one was
+	// refused for want of room (logged once per jar).
+	kept map[cookieKey]struct{}
+	full bool
 }
+
+// maxServiceCookies bounds the cookies the service identity's jar takes
+// (RFC 6265 asks browsers to keep at least 50 per domain). TWC REST sets
+// two; an upstream that sets a new cookie name or path on every answer
+// (a dashboard behind service_account routes) would otherwise grow the jar,
+// which lives as long as the process, without end.
+const maxServiceCookies = 50
+
+// cookieKey is what a cookie jar stores a cookie under.
+type cookieKey struct{ name, domain, path string }
 
 func newServiceSession(log *zap.Logger) *serviceSession {
 	s := &serviceSession{log: log}
@@ -154,6 +169,7 @@ func (s *serviceSession) drop() {
 	defer s.mu.Unlock()
 	s.jar.Store(jar)
 	s.until.Store(0)
+	s.kept, s.full = nil, false
 }
 
 // addCookies puts the jar's cookies for u into h, replacing any the caller
@@ -213,7 +229,7 @@ func (s *serviceSession) keepCookies(res *http.Response, sent *cookiejar.Jar) {
 	if sent != nil && sent != jar {
 		return
 	}
-	jar.SetCookies(u, cookies)
+	jar.SetCookies(u, s.room(cookies, u))
 	if line == nil {
 		return
 	}
@@ -229,6 +245,55 @@ func (s *serviceSession) keepCookies(res *http.Response, sent *cookiejar.Jar) {
 	case held == line.Value:
 		s.note(line, time.Now())
 	}
+}
+
+// room returns the cookies the jar may take: those it holds already (by
+// name, domain and path), removals, and new ones while fewer than
+// maxServiceCookies were taken, with a few more places for the TWC session
+// cookie, so that other cookies cannot crowd it out. s.mu must be held.
+func (s *serviceSession) room(cookies []*http.Cookie, u *url.URL) []*http.Cookie {
+	now := time.Now()
+	out := cookies[:0]
+	for _, c := range cookies {
+		k := cookieKey{c.Name, strings.ToLower(c.Domain), c.Path}
+		if k.path == "" || k.path[0] != '/' {
+			k.path = defaultCookiePath(u.Path)
+		}
+		_, known := s.kept[k]
+		removal := c.MaxAge < 0 || c.MaxAge == 0 && !c.Expires.IsZero() && !c.Expires.After(now)
+		limit := maxServiceCookies
+		if c.Name == twcSessionCookie {
+			limit += 5
+		}
+		switch {
+		case known, removal:
+		case len(s.kept) >= limit:
+			if !s.full {
+				s.full = true
+				s.log.Warn("the upstream set more cookies on service-account answers than the proxy keeps for the service identity; further new ones are dropped until its TWC session is dropped",
+					zap.Int("limit", maxServiceCookies), zap.String("cookie", c.Name))
+			}
+			continue
+		}
+		if !known && !removal {
+			if s.kept == nil {
+				s.kept = make(map[cookieKey]struct{})
+			}
+			s.kept[k] = struct{}{}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// defaultCookiePath is the path a cookie without a Path attribute gets
+// (RFC 6265 §5.1.4): the request path up to its last '/'.
+func defaultCookiePath(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
 }
 
 // maxUnixNano is the latest time an int64 of Unix nanoseconds holds (in

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // fakeTWCREST answers like TWC REST: a request carrying a session cookie it
@@ -345,4 +346,69 @@ func TestServiceSessionFollowsTheJar(t *testing.T) {
 			t.Error("clearing the session the jar sends left the gate open")
 		}
 	})
+}
+
+// TestServiceJarIsBounded: an upstream that sets a new cookie on every
+// service answer (a new name, or a new path) cannot grow the service
+// identity's jar without end, nor crowd out the TWC session cookie; the
+// cookies already kept are still updated and removed, and a drop makes
+// room again.
+func TestServiceJarIsBounded(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	s := newServiceSession(zap.New(core))
+	answer := func(path string, lines ...string) *http.Response {
+		u, _ := url.Parse("http://127.0.0.1:8111" + path)
+		return &http.Response{Header: http.Header{"Set-Cookie": lines}, Request: &http.Request{URL: u}}
+	}
+	count := func() int {
+		n := 0
+		for _, p := range []string{"/osmc/x", "/app/x"} {
+			u, _ := url.Parse("http://127.0.0.1:8111" + p)
+			n += len(s.jar.Load().Cookies(u))
+		}
+		return n
+	}
+	s.keepCookies(answer("/app/x", "pref=1; Path=/app"), nil)
+	for i := range 200 {
+		s.keepCookies(answer("/app/x", fmt.Sprintf("track%d=x; Path=/app", i)), nil)
+		s.keepCookies(answer(fmt.Sprintf("/app/r%d/x", i), "nopath=x"), nil) // a new default path each time
+	}
+	if n := len(s.kept); n != maxServiceCookies {
+		t.Errorf("kept %d cookies, want the bound %d", n, maxServiceCookies)
+	}
+	if n := count(); n > maxServiceCookies {
+		t.Errorf("the jar sends %d cookies for two paths, want at most %d", n, maxServiceCookies)
+	}
+	if n := logs.FilterMessageSnippet("more cookies").Len(); n != 1 {
+		t.Errorf("got %d warnings about the bound, want 1", n)
+	}
+	// The TWC session still gets in, and a kept cookie is still updated
+	// and removed.
+	s.keepCookies(answer("/osmc/x", "twc-rest-session-id=seat-1; Path=/osmc"), nil)
+	if !s.active() {
+		t.Error("a full jar refused the TWC session cookie")
+	}
+	s.keepCookies(answer("/app/x", "pref=2; Path=/app"), nil)
+	u, _ := url.Parse("http://127.0.0.1:8111/app/x")
+	if got := cookieValue(s.jar.Load().Cookies(u), "pref"); got != "2" {
+		t.Errorf("kept cookie pref = %q after its update, want 2", got)
+	}
+	s.keepCookies(answer("/app/x", "pref=; Path=/app; Max-Age=0"), nil)
+	if got := cookieValue(s.jar.Load().Cookies(u), "pref"); got != "" {
+		t.Errorf("kept cookie pref = %q after its removal, want none", got)
+	}
+	s.drop()
+	s.keepCookies(answer("/app/x", "fresh=1; Path=/app"), nil)
+	if got := cookieValue(s.jar.Load().Cookies(u), "fresh"); got != "1" {
+		t.Error("after a drop the jar takes no new cookie")
+	}
+}
+
+func cookieValue(cookies []*http.Cookie, name string) string {
+	for _, c := range cookies {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
 }
