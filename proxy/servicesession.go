@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -54,10 +55,10 @@ type serviceSession struct {
 
 	mu      sync.Mutex // guards opening and kept, and keeps a drop out of keepCookies
 	opening *turn      // nil when no one is opening
-	// kept are the cookies (name, domain, path) the jar was given since
-	// it was made, bounded by maxServiceCookies; full is set once one was
-	// refused for want of room (logged once per jar).
-	kept map[cookieKey]struct{}
+	// kept are the cookies (name, domain, path) the jar holds, bounded by
+	// maxServiceCookies; full is set once one was refused for want of
+	// room (logged once per jar).
+	kept map[cookieKey]time.Time // when each expires; zero: with the jar
 	full bool
 }
 
@@ -247,43 +248,98 @@ func (s *serviceSession) keepCookies(res *http.Response, sent *cookiejar.Jar) {
 	}
 }
 
-// room returns the cookies the jar may take: those it holds already (by
-// name, domain and path), removals, and new ones while fewer than
-// maxServiceCookies were taken, with a few more places for the TWC session
-// cookie, so that other cookies cannot crowd it out. s.mu must be held.
+// room returns the cookies the jar may take: removals, updates of cookies
+// it holds, and new ones while it holds fewer than maxServiceCookies (a
+// few more for TWC REST's own twc-rest-* cookies, so that other cookies
+// cannot crowd them out). Cookies are counted under the key the jar
+// stores them by (name, domain as the jar reads it, path); a removal or an
+// expiry gives the place back, and cookies the jar would refuse are left
+// out. s.mu must be held.
 func (s *serviceSession) room(cookies []*http.Cookie, u *url.URL) []*http.Cookie {
 	now := time.Now()
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), ".")) // as the jar reads it
 	out := cookies[:0]
 	for _, c := range cookies {
-		k := cookieKey{c.Name, strings.ToLower(c.Domain), c.Path}
+		domain, ok := jarDomain(host, c.Domain)
+		if !ok {
+			continue // the jar refuses it: a Domain this host may not set
+		}
+		k := cookieKey{c.Name, domain, c.Path}
 		if k.path == "" || k.path[0] != '/' {
 			k.path = defaultCookiePath(u.Path)
 		}
-		_, known := s.kept[k]
-		removal := c.MaxAge < 0 || c.MaxAge == 0 && !c.Expires.IsZero() && !c.Expires.After(now)
-		limit := maxServiceCookies
-		if c.Name == twcSessionCookie {
-			limit += 5
-		}
-		switch {
-		case known, removal:
-		case len(s.kept) >= limit:
-			if !s.full {
-				s.full = true
-				s.log.Warn("the upstream set more cookies on service-account answers than the proxy keeps for the service identity; further new ones are dropped until its TWC session is dropped",
-					zap.Int("limit", maxServiceCookies), zap.String("cookie", c.Name))
-			}
+		until, removal := cookieExpiry(c, now)
+		if removal {
+			delete(s.kept, k)
+			out = append(out, c)
 			continue
 		}
-		if !known && !removal {
-			if s.kept == nil {
-				s.kept = make(map[cookieKey]struct{})
-			}
-			s.kept[k] = struct{}{}
+		limit := maxServiceCookies
+		if strings.HasPrefix(c.Name, twcCookiePrefix) {
+			limit += 5
 		}
+		if _, known := s.kept[k]; !known && len(s.kept) >= limit {
+			s.forgetExpired(now)
+			if len(s.kept) >= limit {
+				if !s.full {
+					s.full = true
+					s.log.Warn("the upstream set more cookies on service-account answers than the proxy keeps for the service identity; further new ones are dropped until some expire or are removed, or its TWC session is dropped",
+						zap.Int("limit", limit), zap.String("cookie", c.Name))
+				}
+				continue
+			}
+		}
+		if s.kept == nil {
+			s.kept = make(map[cookieKey]time.Time)
+		}
+		s.kept[k] = until
 		out = append(out, c)
 	}
 	return out
+}
+
+// forgetExpired takes the cookies that have expired out of s.kept, as the
+// jar no longer holds them. s.mu must be held.
+func (s *serviceSession) forgetExpired(now time.Time) {
+	for k, until := range s.kept {
+		if !until.IsZero() && !until.After(now) {
+			delete(s.kept, k)
+		}
+	}
+}
+
+// cookieExpiry is when the jar will drop c (zero: never, for a cookie
+// without Max-Age or Expires, which lives as long as the jar), and whether
+// c removes the cookie at once. Max-Age wins over Expires, as in the jar.
+func cookieExpiry(c *http.Cookie, now time.Time) (until time.Time, removal bool) {
+	switch {
+	case c.MaxAge < 0:
+		return time.Time{}, true
+	case c.MaxAge > 0:
+		return now.Add(time.Duration(min(int64(c.MaxAge), int64(math.MaxInt64/time.Second))) * time.Second), false
+	case c.Expires.IsZero():
+		return time.Time{}, false
+	}
+	return c.Expires, !c.Expires.After(now)
+}
+
+// jarDomain is the domain net/http/cookiejar (without a public suffix
+// list) stores a cookie from host under: the host itself for a host-only
+// cookie, else the Domain attribute lower-cased without its leading dot,
+// which must be the host or a parent of it (and for an IP, the IP). ok is
+// false for a cookie the jar refuses.
+func jarDomain(host, domain string) (string, bool) {
+	if domain == "" {
+		return host, true
+	}
+	if net.ParseIP(host) != nil {
+		return host, host == domain
+	}
+	domain = strings.ToLower(strings.TrimPrefix(domain, "."))
+	if domain == "" || domain[0] == '.' || domain[len(domain)-1] == '.' {
+		return "", false
+	}
+	return domain, host == domain || strings.HasSuffix(host, "."+domain)
 }
 
 // defaultCookiePath is the path a cookie without a Path attribute gets

@@ -404,6 +404,95 @@ func TestServiceJarIsBounded(t *testing.T) {
 	}
 }
 
+// TestServiceJarBoundKeepsWhatItShould: the bound counts cookies as the
+// jar stores them, so that it never refuses what the service identity
+// needs: TWC REST's own cookies, updates of a cookie it holds under
+// another spelling, and new cookies once others were removed or expired;
+// and cookies the jar refuses anyway take no place.
+func TestServiceJarBoundKeepsWhatItShould(t *testing.T) {
+	answer := func(path string, lines ...string) *http.Response {
+		u, _ := url.Parse("http://127.0.0.1:8111" + path)
+		return &http.Response{Header: http.Header{"Set-Cookie": lines}, Request: &http.Request{URL: u}}
+	}
+	value := func(s *serviceSession, path, name string) string {
+		u, _ := url.Parse("http://127.0.0.1:8111" + path)
+		return cookieValue(s.jar.Load().Cookies(u), name)
+	}
+	fill := func(s *serviceSession, n int, attrs string) {
+		for i := range n {
+			s.keepCookies(answer("/app/x", fmt.Sprintf("d%d=x; Path=/app%s", i, attrs)), nil)
+		}
+	}
+	t.Run("TWC's cookies are not crowded out", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		fill(s, maxServiceCookies, "")
+		s.keepCookies(answer("/osmc/x", "twc-rest-session-id=seat-1; Path=/osmc", "twc-rest-current-user=svc; Path=/osmc"), nil)
+		if got := value(s, "/osmc/x", "twc-rest-current-user"); got != "svc" || !s.active() {
+			t.Errorf("twc-rest-current-user = %q, session active %v; want both kept", got, s.active())
+		}
+	})
+	t.Run("removals give places back", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		for i := range 2 * maxServiceCookies {
+			s.keepCookies(answer("/app/x", fmt.Sprintf("csrf%d=x; Path=/app", i)), nil)
+			s.keepCookies(answer("/app/x", fmt.Sprintf("csrf%d=; Path=/app; Max-Age=0", i)), nil)
+		}
+		s.keepCookies(answer("/app/x", "pref=1; Path=/app"), nil)
+		if value(s, "/app/x", "pref") != "1" {
+			t.Error("after 100 cookies set and removed, a new one is refused")
+		}
+	})
+	t.Run("expiry gives places back", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		fill(s, maxServiceCookies, "; Max-Age=1")
+		time.Sleep(1100 * time.Millisecond)
+		s.keepCookies(answer("/app/x", "pref=1; Path=/app"), nil)
+		if value(s, "/app/x", "pref") != "1" {
+			t.Error("after 50 cookies expired, a new one is refused")
+		}
+	})
+	t.Run("an update spelled differently", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		s.keepCookies(answer("/app/x", "pref=1; Path=/app"), nil)
+		fill(s, maxServiceCookies+10, "")
+		s.keepCookies(answer("/app/x", "pref=2; Path=/app; Domain=127.0.0.1"), nil)
+		if got := value(s, "/app/x", "pref"); got != "2" {
+			t.Errorf("pref = %q after an update with Domain=127.0.0.1 (the same cookie to the jar), want 2", got)
+		}
+	})
+	t.Run("refused cookies take no place", func(t *testing.T) {
+		s := newServiceSession(nopLogger())
+		fill(s, maxServiceCookies, "; Domain=other.example")
+		s.keepCookies(answer("/app/x", "pref=1; Path=/app"), nil)
+		if value(s, "/app/x", "pref") != "1" {
+			t.Error("50 cookies the jar refused filled the bound")
+		}
+	})
+}
+
+func TestJarDomain(t *testing.T) {
+	for _, tt := range []struct {
+		host, domain, want string
+		ok                 bool
+	}{
+		{"twc.example.com", "", "twc.example.com", true},
+		{"twc.example.com", ".Example.COM", "example.com", true},
+		{"twc.example.com", "twc.example.com", "twc.example.com", true},
+		{"twc.example.com", "other.example", "", false},
+		{"twc.example.com", "ample.com", "", false},
+		{"twc.example.com", ".", "", false},
+		{"twc.example.com", "example.com.", "", false},
+		{"127.0.0.1", "127.0.0.1", "127.0.0.1", true},
+		{"127.0.0.1", ".127.0.0.1", "127.0.0.1", false},
+		{"127.0.0.1", "0.0.1", "127.0.0.1", false},
+	} {
+		got, ok := jarDomain(tt.host, tt.domain)
+		if ok != tt.ok || ok && got != tt.want {
+			t.Errorf("jarDomain(%q, %q) = %q, %v; want %q, %v", tt.host, tt.domain, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
 func cookieValue(cookies []*http.Cookie, name string) string {
 	for _, c := range cookies {
 		if c.Name == name {
