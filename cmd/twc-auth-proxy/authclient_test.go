@@ -71,35 +71,26 @@ func TestAuthClientRedirects(t *testing.T) {
 	idp, err = authtest.New(front.URL+"/authentication", authtest.Options{
 		ClientIDs: []string{"dashboard"},
 		Secret:    "x-auth-secret-4e1d",
-		Users:     map[string]string{"svc-reports": "svc-password-9c2b"},
+		Users:     map[string]string{testServiceUser: testServicePassword},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := []string{"x-auth-secret-4e1d", "svc-password-9c2b"}
+	secrets := []string{"x-auth-secret-4e1d", testServicePassword}
 
 	tokenRun := func(t *testing.T, clientAuth, discovery, location string) (string, error) {
 		t.Helper()
 		mu.Lock()
 		tokenRedirect = location
 		mu.Unlock()
-		cfg := fmt.Sprintf(`
-upstream: http://127.0.0.1:8111
-redirect_url: http://127.0.0.1:4180/oauth2/callback
-auth:
-  issuer_url: %s
-  discovery_url: %q
-  client_id: dashboard
-  client_secret: x-auth-secret-4e1d
-  client_auth: %s
-  timeout: 2s
-session:
-  secret: %s
-service_account:
-  enabled: true
-  username: svc-reports
-  password: svc-password-9c2b
-`, idp.Issuer(), discovery, clientAuth, testSessionSecret)
+		cfg := conf(append([]string{
+			"redirect_url: http://127.0.0.1:4180/oauth2/callback",
+			"auth.issuer_url: " + idp.Issuer(),
+			fmt.Sprintf("auth.discovery_url: %q", discovery),
+			"auth.client_secret: x-auth-secret-4e1d",
+			"auth.client_auth: " + clientAuth,
+			"auth.timeout: 2s",
+		}, serviceAccountEdits...)...)
 		var stdout, stderr bytes.Buffer
 		err := run(t.Context(), []string{"token", "--config", writeFile(t, t.TempDir(), "c.yaml", cfg)}, noEnv, &stdout, &stderr)
 		return stdout.String(), err

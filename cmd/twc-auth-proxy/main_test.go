@@ -93,6 +93,36 @@ func startRun(t *testing.T, path string, getenv func(string) string) *running {
 	return r
 }
 
+// runConfig writes the config of a proxy for startRun: listening on
+// listen and metrics, in front of upstream, signing in at issuer, with
+// cookies not marked Secure (plain http on loopback); edits change it as
+// conf's do.
+func runConfig(t *testing.T, listen, metrics, upstream, issuer string, edits ...string) string {
+	t.Helper()
+	base := []string{
+		"listen: " + listen,
+		"metrics_listen: " + metrics,
+		"upstream: " + upstream,
+		"redirect_url: http://" + listen + "/oauth2/callback",
+		"auth.issuer_url: " + issuer,
+		"session.cookie_secure: false",
+	}
+	return writeFile(t, t.TempDir(), "config.yaml", conf(append(base, edits...)...))
+}
+
+// Credentials of the test service account, and the config edits that
+// enable it.
+const (
+	testServiceUser     = "svc-reports"
+	testServicePassword = "svc-password-9c2b"
+)
+
+var serviceAccountEdits = []string{
+	"service_account.enabled: true",
+	"service_account.username: " + testServiceUser,
+	"service_account.password: " + testServicePassword,
+}
+
 // stop cancels run's context and returns its result, failing the test if
 // run takes more than a few seconds.
 func (r *running) stop(t *testing.T) error {

@@ -36,20 +36,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 
 	a := freeAddrs(t, 2)
 	listen, metrics := a[0], a[1]
-	path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
-listen: %s
-metrics_listen: %s
-upstream: %s
-redirect_url: http://%s/oauth2/callback
-shutdown_timeout: 10s
-skip_auth: ["^/"]
-auth:
-  issuer_url: %s
-  client_id: dashboard
-  client_secret: CHANGE_ME
-session:
-  secret: %s
-`, listen, metrics, upstream.URL, listen, auth.Issuer(), testSessionSecret))
+	path := runConfig(t, listen, metrics, upstream.URL, auth.Issuer(), "shutdown_timeout: 10s", `skip_auth: ["^/"]`)
 	r := startRun(t, path, noEnv)
 	waitStatus(t, r, "http://"+metrics+"/readyz", http.StatusOK)
 
@@ -133,7 +120,7 @@ type serviceShutdown struct {
 
 func startServiceShutdown(t *testing.T, shutdownTimeout string) *serviceShutdown {
 	t.Helper()
-	auth, err := authtest.Start(authtest.Options{Users: map[string]string{"svc-reports": "svc-password-9c2b"}})
+	auth, err := authtest.Start(authtest.Options{Users: map[string]string{testServiceUser: testServicePassword}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,23 +156,8 @@ func startServiceShutdown(t *testing.T, shutdownTimeout string) *serviceShutdown
 
 	a := freeAddrs(t, 2)
 	listen, metrics := a[0], a[1]
-	path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
-listen: %s
-metrics_listen: %s
-upstream: %s
-redirect_url: http://%s/oauth2/callback
-shutdown_timeout: %s
-auth:
-  issuer_url: %s
-  client_id: dashboard
-  client_secret: CHANGE_ME
-session:
-  secret: %s
-service_account:
-  enabled: true
-  username: svc-reports
-  password: svc-password-9c2b
-`, listen, metrics, upstream.URL, listen, shutdownTimeout, auth.Issuer(), testSessionSecret))
+	edits := append([]string{"shutdown_timeout: " + shutdownTimeout, "auth.client_secret: " + authtest.DefaultSecret}, serviceAccountEdits...)
+	path := runConfig(t, listen, metrics, upstream.URL, auth.Issuer(), edits...)
 	ss.r, ss.listen = startRun(t, path, noEnv), listen
 	waitStatus(t, ss.r, "http://"+metrics+"/readyz", http.StatusOK)
 	if code, body := fetch(t, http.DefaultClient, "http://"+listen+"/osmc/workspaces"); code != http.StatusOK {

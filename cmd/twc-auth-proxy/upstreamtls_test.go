@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -55,21 +54,11 @@ func TestRunUpstreamTLS(t *testing.T) {
 			before := len(up.requests())
 			a := freeAddrs(t, 2)
 			listen, metrics := a[0], a[1]
-			path := writeFile(t, t.TempDir(), "config.yaml", fmt.Sprintf(`
-listen: %s
-metrics_listen: %s
-upstream: %s
-%s
-redirect_url: http://%s/oauth2/callback
-skip_auth: ["^/osmc/version$"]
-auth:
-  issuer_url: %s
-  client_id: dashboard
-  client_secret: s3cret
-session:
-  cookie_secure: false
-  secret: %s
-`, listen, metrics, upstream.URL, c.key, listen, auth.Issuer(), testSessionSecret))
+			edits := []string{`skip_auth: ["^/osmc/version$"]`}
+			if c.key != "" {
+				edits = append(edits, c.key)
+			}
+			path := runConfig(t, listen, metrics, upstream.URL, auth.Issuer(), edits...)
 			r := startRun(t, path, noEnv)
 			waitStatus(t, r, "http://"+metrics+"/readyz", http.StatusOK)
 
