@@ -46,9 +46,8 @@ func (s *Server) ReleaseServiceSession(ctx context.Context) error {
 	if !strings.HasPrefix(u.Path, "/") {
 		u.Path = "/" + u.Path
 	}
-	jar := sa.session.jar.Load()
-	cookies := jar.Cookies(u) // unexpired ones only, matched by path as for any request
-	if !hasCookie(cookies, twcSessionCookie) {
+	// Unexpired cookies only, matched by path as for any request.
+	if !hasCookie(sa.session.jar.Load().Cookies(u), twcSessionCookie) {
 		sa.log.Debug("no TWC session to release", zap.String("username", sa.cfg.Username))
 		return nil
 	}
@@ -60,11 +59,7 @@ func (s *Server) ReleaseServiceSession(ctx context.Context) error {
 	if err != nil {
 		return sa.releaseFailed(0, fmt.Errorf("service account: logout: %w", err))
 	}
-	parts := make([]string, len(cookies))
-	for i, c := range cookies {
-		parts[i] = c.Name + "=" + c.Value // as addCookies sends them
-	}
-	req.Header.Set("Cookie", strings.Join(parts, "; "))
+	sa.session.addCookies(req.Header, u)
 	if tok := sa.heldToken(); tok != "" {
 		req.Header.Set("Authorization", "Token "+tok)
 	}
