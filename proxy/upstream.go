@@ -38,7 +38,7 @@ func (s *Server) forward(w *recorder, r *http.Request, authorization string, ser
 	w.ownCookies = w.Header()["Set-Cookie"] // a refreshed session's, kept across a 1xx
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	defer s.watchdog.stop(&w.wait, true)
+	defer s.watchdog.end(&w.wait)
 	if r.Body == nil || r.Body == http.NoBody {
 		s.watchdog.start(&w.wait, w.upstreamStart, cancel)
 	} else {

@@ -46,7 +46,7 @@ type waiting struct {
 	cancel     context.CancelFunc
 	linked     bool // in the list
 	expired    bool // the deadline passed before the headers came
-	done       bool // the request is over: never linked again
+	done       bool // the request is over: never linked again (written only by the request's goroutine; see end)
 }
 
 func newWatchdog(timeout time.Duration) *watchdog {
@@ -90,6 +90,16 @@ func (d *watchdog) stop(n *waiting, done bool) (expired bool) {
 		d.unlink(n)
 	}
 	return n.expired
+}
+
+// end takes n out of the list for good once its request is over. A
+// request whose headers came is out already (stop with done, called from
+// this same goroutine, which alone writes done), so end then costs no
+// second lock.
+func (d *watchdog) end(n *waiting) {
+	if !n.done {
+		d.stop(n, true)
+	}
 }
 
 func (d *watchdog) unlink(n *waiting) {
