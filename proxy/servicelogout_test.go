@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,26 +16,13 @@ import (
 
 const logoutPath = "/osmc/logout"
 
-// twcWithLogout answers like TWC REST: a request with a session cookie it
-// issued is served in that session, any other opens a session and sets
-// twc-rest-session-id and twc-rest-current-user with cookiePath and
-// maxAge (0: none). A GET ending in /osmc/logout answers logout.
+// twcWithLogout answers like TWC REST (fakeTWCREST): a request with a
+// session cookie it issued is served in that session, any other opens a
+// session and sets twc-rest-session-id and twc-rest-current-user with
+// cookiePath and maxAge (0: none). A GET ending in /osmc/logout answers
+// logout.
 func twcWithLogout(cookiePath string, maxAge, logout int) http.HandlerFunc {
-	var sessions atomic.Int32
-	return func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, logoutPath) {
-			w.WriteHeader(logout)
-			return
-		}
-		if c, err := r.Cookie(twcSessionCookie); err == nil && strings.HasPrefix(c.Value, "seat-") {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		n := sessions.Add(1)
-		http.SetCookie(w, &http.Cookie{Name: twcSessionCookie, Value: fmt.Sprintf("seat-%d", n), Path: cookiePath, MaxAge: maxAge})
-		http.SetCookie(w, &http.Cookie{Name: "twc-rest-current-user", Value: svcUser, Path: cookiePath, MaxAge: maxAge})
-		w.WriteHeader(http.StatusOK)
-	}
+	return (&fakeTWCREST{path: cookiePath, maxAge: maxAge, logout: logout, user: svcUser}).serve
 }
 
 // withTWC serves every route with the service account in front of

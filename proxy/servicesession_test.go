@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,11 +24,18 @@ import (
 type fakeTWCREST struct {
 	open     time.Duration
 	maxAge   int
+	path     string       // of its cookies; "" is /osmc
+	user     string       // when set, also sets twc-rest-current-user
+	logout   int          // when set, the status a GET .../osmc/logout answers
 	fail     atomic.Int32 // status to answer requests without a session with; 0: open one
 	sessions atomic.Int32
 }
 
 func (f *fakeTWCREST) serve(w http.ResponseWriter, r *http.Request) {
+	if f.logout != 0 && strings.HasSuffix(r.URL.Path, "/osmc/logout") {
+		w.WriteHeader(f.logout)
+		return
+	}
 	if c, err := r.Cookie("twc-rest-session-id"); err == nil && strings.HasPrefix(c.Value, "seat-") {
 		w.WriteHeader(http.StatusOK)
 		return
@@ -37,8 +45,12 @@ func (f *fakeTWCREST) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(int(st))
 		return
 	}
+	path := cmp.Or(f.path, "/osmc")
 	n := f.sessions.Add(1)
-	http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", n), Path: "/osmc", MaxAge: f.maxAge})
+	http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", n), Path: path, MaxAge: f.maxAge})
+	if f.user != "" {
+		http.SetCookie(w, &http.Cookie{Name: "twc-rest-current-user", Value: f.user, Path: path, MaxAge: f.maxAge})
+	}
 	w.WriteHeader(http.StatusOK)
 }
 
