@@ -655,6 +655,40 @@ func TestSecretFileAndInlineRefusedEvenWithEnv(t *testing.T) {
 	}
 }
 
+// TestEmptyInlineSecretWithFile: an inline secret left empty (`""`, as
+// config.yaml.example shows service_account.password) is no secret, so the
+// file beside it is used rather than refused as "not both", for all three
+// secrets alike.
+func TestEmptyInlineSecretWithFile(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "secret", testSessionSecret2+"\n")
+	service := []string{"service_account.enabled: true", "service_account.username: svc"}
+	for _, c := range []struct {
+		name  string
+		edits []string
+		check func(*settings) bool
+	}{
+		{"client secret", []string{`auth.client_secret: ""`, "auth.client_secret_file: " + file},
+			func(s *settings) bool { return s.auth.ClientSecret == testSessionSecret2 }},
+		{"session secret", []string{`session.secret: ""`, "session.secret_file: " + file},
+			func(s *settings) bool { return reflect.DeepEqual(keyStrings(s.session.Secrets), []string{testKeyTwo}) }},
+		{"session secret, empty list item", []string{`session.secret: [""]`, "session.secret_file: " + file},
+			func(s *settings) bool { return reflect.DeepEqual(keyStrings(s.session.Secrets), []string{testKeyTwo}) }},
+		{"service password", append(service, `service_account.password: ""`, "service_account.password_file: "+file),
+			func(s *settings) bool { return s.service != nil && s.service.Password == testSessionSecret2 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := parseConfig([]byte(conf(c.edits...)), noEnv)
+			if err != nil {
+				t.Fatalf("got %v, want the secret from the file", err)
+			}
+			if !c.check(s) {
+				t.Error("the secret is not the file's")
+			}
+		})
+	}
+}
+
 // TestConfigExample checks config.yaml.example at the repository root, the
 // file operators copy: it must load once the secrets come from the
 // environment.

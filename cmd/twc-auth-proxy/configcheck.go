@@ -15,6 +15,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -241,7 +242,10 @@ func (p *problems) serviceAccount(sc serviceConfig, clientAuth proxy.ClientAuth,
 // problem is reported under the source of the keys: session.secret,
 // session.secret_file or the environment variable.
 func (p *problems) sessionKeys(sc sessionConfig, getenv func(string) string) [][]byte {
-	if len(sc.Secret) > 0 && sc.SecretFile != "" {
+	// An inline secret of only empty strings (`secret: ""`) is none, as
+	// an empty auth.client_secret or service_account.password is.
+	inline := slices.ContainsFunc(sc.Secret, func(s string) bool { return strings.TrimSpace(s) != "" })
+	if inline && sc.SecretFile != "" {
 		p.add("session.secret", "set either session.secret or session.secret_file, not both")
 		return nil
 	}
