@@ -430,21 +430,10 @@ func TestChartChecksumsRollPods(t *testing.T) {
 // add to authserver.properties.
 func TestChartNotes(t *testing.T) {
 	helmBin(t)
-	dir := filepath.Join(t.TempDir(), "twc-auth-proxy")
-	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
-		t.Fatal(err)
-	}
-	notes := readFile(t, filepath.Join(dir, "templates", "NOTES.txt"))
-	if err := os.Remove(filepath.Join(dir, "templates", "NOTES.txt")); err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(dir, "templates", "_notes_preview.tpl"), `{{- define "notes-preview" -}}`+notes+`{{- end -}}`)
-	write(t, filepath.Join(dir, "templates", "notes-preview.yaml"),
-		"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  NOTES.txt: |\n    {{- include \"notes-preview\" . | nindent 4 }}\n")
+	dir := notesPreviewChart(t)
 	for _, vs := range valueSets(t) {
 		t.Run(filepath.Base(vs.file), func(t *testing.T) {
-			b := render(t, dir, "-f", vs.file, "--show-only", "templates/notes-preview.yaml")
-			text := b.configMaps["notes"].Data["NOTES.txt"]
+			text := renderNotes(t, dir, vs.file)
 			clientID := vs.get("twc-auth-proxy", "auth", "clientId").(string)
 			for _, want := range []string{
 				"authentication.redirect.uri.whitelist=<existing entries>," + vs.get("", "redirectUrl").(string) + "\n",
@@ -462,6 +451,95 @@ func TestChartNotes(t *testing.T) {
 				t.Errorf("NOTES.txt does not say how to reach it:\n%s", text)
 			}
 		})
+	}
+}
+
+// notesPreviewChart is a copy of the chart where NOTES.txt (which helm
+// template skips) renders as the ConfigMap "notes".
+func notesPreviewChart(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "twc-auth-proxy")
+	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	notes := readFile(t, filepath.Join(dir, "templates", "NOTES.txt"))
+	if err := os.Remove(filepath.Join(dir, "templates", "NOTES.txt")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "templates", "_notes_preview.tpl"), `{{- define "notes-preview" -}}`+notes+`{{- end -}}`)
+	write(t, filepath.Join(dir, "templates", "notes-preview.yaml"),
+		"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  NOTES.txt: |\n    {{- include \"notes-preview\" . | nindent 4 }}\n")
+	return dir
+}
+
+func renderNotes(t *testing.T, previewChart, values string) string {
+	t.Helper()
+	b := render(t, previewChart, "-f", values, "--show-only", "templates/notes-preview.yaml")
+	return b.configMaps["notes"].Data["NOTES.txt"]
+}
+
+// TestChartNotesSidecarSnippet: the Deployment template NOTES.txt shows in
+// sidecar mode, pasted into a chart that depends on this one (the example
+// chart), renders a pod with the user's container, the proxy and its
+// volumes.
+func TestChartNotesSidecarSnippet(t *testing.T) {
+	helmBin(t)
+	text := renderNotes(t, notesPreviewChart(t), filepath.Join(chartDir, "ci", "sidecar-values.yaml"))
+	lines := strings.Split(text, "\n")
+	start := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "$twc := dict") })
+	end := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, `include "twc-auth-proxy.volumes"`) })
+	if start < 0 || end < start {
+		t.Fatalf("NOTES.txt shows no Deployment template from $twc to the volumes:\n%s", text)
+	}
+	indent := len(lines[start]) - len(strings.TrimLeft(lines[start], " "))
+	var tmpl strings.Builder
+	tmpl.WriteString("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: notes-example\nspec:\n")
+	for _, l := range lines[start : end+1] {
+		if len(l) < indent || strings.TrimSpace(l[:indent]) != "" {
+			t.Fatalf("snippet line %q is indented less than its first line", l)
+		}
+		l = "  " + l[indent:]
+		tmpl.WriteString(l + "\n")
+		if strings.HasPrefix(strings.TrimLeft(l, " "), "- name: my-dashboard") {
+			// The user's container has more than a name ("..." in README).
+			pad := strings.Repeat(" ", len(l)-len(strings.TrimLeft(l, " "))+2)
+			tmpl.WriteString(pad + "image: busybox:1.37.0\n")
+		}
+	}
+
+	dir := filepath.Join(t.TempDir(), "dashboard-with-sidecar")
+	if err := os.CopyFS(dir, os.DirFS(exampleDir)); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir, "charts"))
+	os.Remove(filepath.Join(dir, "Chart.lock"))
+	if err := os.CopyFS(filepath.Join(dir, "charts", "twc-auth-proxy"), os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "templates", "deployment.yaml"), tmpl.String())
+	out, err := helm(t, "template", "twc", dir, "-f", filepath.Join(dir, "ci-values.yaml"), "--show-only", "templates/deployment.yaml")
+	if err != nil {
+		t.Fatalf("the NOTES.txt snippet does not render: %v\ntemplate:\n%s", err, tmpl.String())
+	}
+	b := newBundle("NOTES.txt snippet")
+	if err := b.add("helm template", []byte(out)); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.deployments) != 1 {
+		t.Fatalf("%d Deployments, want 1", len(b.deployments))
+	}
+	spec := &b.deployments[0].Spec.Template.Spec
+	var names []string
+	for _, c := range spec.Containers {
+		names = append(names, c.Name)
+	}
+	if !slices.Equal(names, []string{"my-dashboard", sidecarName}) {
+		t.Errorf("containers %v, want [my-dashboard %s]", names, sidecarName)
+	}
+	for _, v := range []string{"twc-auth-proxy-config", "twc-auth-proxy-secrets"} {
+		if volumeNamed(spec, v) == nil {
+			t.Errorf("no volume %s", v)
+		}
 	}
 }
 
