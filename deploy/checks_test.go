@@ -186,6 +186,22 @@ func checkDeployment(t *testing.T, b *bundle, d *appsv1.Deployment, want expect)
 	if l := sidecar.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Sleep != nil {
 		preStop = time.Duration(l.PreStop.Sleep.Seconds) * time.Second
 	}
+	// The kubelet sends SIGTERM to each container once its own preStop hook
+	// ends, in no order: a dashboard without the proxy's preStop sleep
+	// stops at once, and the proxy, kept serving by its sleep while the pod
+	// leaves the endpoints, answers those requests 502.
+	for _, c := range spec.Containers {
+		if c.Name == sidecarName {
+			continue
+		}
+		var sleep time.Duration
+		if l := c.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Sleep != nil {
+			sleep = time.Duration(l.PreStop.Sleep.Seconds) * time.Second
+		}
+		if sleep < preStop {
+			t.Errorf("container %s: preStop sleep %v, want at least the proxy's %v: it would stop while the proxy still forwards to it", c.Name, sleep, preStop)
+		}
+	}
 	if g := spec.TerminationGracePeriodSeconds; g == nil {
 		t.Error("terminationGracePeriodSeconds unset (default 30s): set it above shutdown_timeout")
 	} else if grace := time.Duration(*g) * time.Second; grace <= shutdown+preStop {
