@@ -406,3 +406,30 @@ func TestLongReturnPath(t *testing.T) {
 		})
 	}
 }
+
+// TestReturnPathKeptAsSent: after the callback the browser goes back to
+// the very path it asked for. Paths with "//" or dot segments are real
+// (a URL carried in a path, as some dashboards do), and cleaning them
+// sends the user to another page: /view/https://x/p is not /view/https:/x/p.
+func TestReturnPathKeptAsSent(t *testing.T) {
+	h := newHarness(t)
+	for _, target := range []string{
+		"/view/https://twc.example/osmc/workspaces?x=1",
+		"/files//model.mdzip",
+		"/a/./b/",
+	} {
+		t.Run(target, func(t *testing.T) {
+			c := h.browser()
+			resp, _ := h.navigate(c, target)
+			cb := h.signInAt(c, resp, testUser, testPassword)
+			resp, _ = h.navigate(c, cb.String())
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != target {
+				t.Fatalf("after the callback: %d to %q, want 302 to %q", resp.StatusCode, loc, target)
+			}
+			h.navigate(c, target)
+			if got := h.lastUpstream().URI; got != target {
+				t.Errorf("upstream got %q, want %q", got, target)
+			}
+		})
+	}
+}

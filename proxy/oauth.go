@@ -132,8 +132,13 @@ func (s *Server) callback(w *recorder, r *http.Request) {
 	if !ok {
 		rd = "/"
 	}
+	// Not http.Redirect: it runs path.Clean over a local target, so a
+	// return path such as /view/https://host/x would land on
+	// /view/https:/host/x. safeReturnPath has already made sure that rd,
+	// as it is, stays on this origin.
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, rd, http.StatusFound)
+	w.Header().Set("Location", rd)
+	w.WriteHeader(http.StatusFound)
 }
 
 // classifyLoginError maps a failed code exchange to a status, a metric
