@@ -433,3 +433,28 @@ func TestReturnPathKeptAsSent(t *testing.T) {
 		})
 	}
 }
+
+// TestReturnPathWithBackslashInQuery: browsers send a backslash in a query
+// as it is (a Windows path in a link, say); the page is still the one the
+// user comes back to, with the backslash percent-encoded. In the path a
+// backslash is still refused.
+func TestReturnPathWithBackslashInQuery(t *testing.T) {
+	h := newHarness(t)
+	for _, tt := range []struct{ target, want string }{
+		{`/models?file=C:\twc\model.mdzip&v=2`, `/models?file=C:%5Ctwc%5Cmodel.mdzip&v=2`},
+		{`/?\evil.example`, `/?%5Cevil.example`},
+		{`/oauth2/start?rd=` + url.QueryEscape(`/a?b=\\evil.example`), `/a?b=%5C%5Cevil.example`},
+		{`/oauth2/start?rd=` + url.QueryEscape(`/\evil.example?x=\`), `/`},
+	} {
+		t.Run(tt.target, func(t *testing.T) {
+			c := h.browser()
+			resp, _ := h.navigate(c, tt.target)
+			cb := h.signInAt(c, resp, testUser, testPassword)
+			resp, _ = h.navigate(c, cb.String())
+			loc := resp.Header.Get("Location")
+			if resp.StatusCode != http.StatusFound || loc != tt.want || !localLocation(loc) {
+				t.Fatalf("after the callback: %d to %q, want 302 to %q", resp.StatusCode, loc, tt.want)
+			}
+		})
+	}
+}

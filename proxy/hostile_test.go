@@ -336,13 +336,16 @@ func TestRefusedUpgradeLeavesNoOpenTunnel(t *testing.T) {
 
 // FuzzSafeReturnPath: whatever it accepts stays on the proxy's origin.
 func FuzzSafeReturnPath(f *testing.F) {
-	for _, s := range []string{"/", "/a?b=c", "//evil", "/\\evil", "/%2F%2Fevil", "https:evil", "/\t/evil", "/\u3031evil"} {
+	for _, s := range []string{"/", "/a?b=c", "//evil", "/\\evil", "/%2F%2Fevil", "https:evil", "/\t/evil", "/\u3031evil", "/?\\evil", "/a\\b?c\\d"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, rd string) {
 		got, ok := safeReturnPath(rd)
 		if ok && (got != rd || !localLocation(got)) {
 			t.Fatalf("safeReturnPath(%q) accepted %q", rd, got)
+		}
+		if got, ok := safeReturnPath(escapeQueryBackslashes(rd)); ok && !localLocation(got) {
+			t.Fatalf("safeReturnPath(escapeQueryBackslashes(%q)) accepted %q", rd, got)
 		}
 	})
 }

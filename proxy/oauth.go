@@ -36,7 +36,7 @@ func (s *Server) start(w *recorder, r *http.Request) {
 // and PKCE verifier (when the provider advertises S256) go into a flow
 // cookie of their own, so logins begun in several tabs all complete.
 func (s *Server) redirectToLogin(w *recorder, r *http.Request, ep *endpoints, returnTo string) {
-	rd, ok := safeReturnPath(returnTo)
+	rd, ok := safeReturnPath(escapeQueryBackslashes(returnTo))
 	if !ok {
 		rd = "/"
 	}

@@ -89,6 +89,20 @@ func canonicalPath(p, rawPath string) bool {
 	return clean == p
 }
 
+// escapeQueryBackslashes percent-encodes the backslashes in rd's query.
+// Browsers send a backslash in a query as it is (it is not in the URL
+// standard's query percent-encode set), and safeReturnPath refuses every
+// backslash, so such a page lost its return path. In a query a backslash
+// and %5C mean the same to every server; before the '?' a backslash is a
+// slash to browsers, and it stays there for safeReturnPath to refuse.
+func escapeQueryBackslashes(rd string) string {
+	i := strings.IndexByte(rd, '?')
+	if i < 0 || !strings.Contains(rd[i:], "\\") {
+		return rd
+	}
+	return rd[:i] + strings.ReplaceAll(rd[i:], "\\", "%5C")
+}
+
 // safeReturnPath returns rd when it is a local path that every browser
 // resolves on this origin, for use as a Location after login.
 //
