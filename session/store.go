@@ -133,6 +133,9 @@ func NewStore(opts Options) (*Store, error) {
 	if strings.ContainsAny(opts.Domain, "; \t\r\n\x00") {
 		errs = append(errs, fmt.Errorf("domain %q is not a valid cookie domain", opts.Domain))
 	}
+	if err := CheckNamePrefix(name, opts.Secure, path, opts.Domain); err != nil {
+		errs = append(errs, fmt.Errorf("cookie name %q: %w", name, err))
+	}
 	if maxAge < time.Second {
 		errs = append(errs, fmt.Errorf("max age %v is less than a second", maxAge))
 	}
@@ -302,6 +305,31 @@ func (s *Store) newCookie(name, value string, maxAge int) *http.Cookie {
 	o := s.cookie
 	o.MaxAge = maxAge
 	return sessions.NewCookie(name, value, &o)
+}
+
+// CheckNamePrefix checks a cookie name's prefix against the attributes the
+// store would give its cookies. Browsers enforce two prefixes (RFC 6265bis
+// §4.1.3, matched regardless of case): a "__Secure-" cookie must be Secure,
+// and a "__Host-" cookie must also have Path=/ and no Domain, so that
+// neither a plain-http page nor a sibling subdomain can set it. A browser
+// drops a cookie that breaks its prefix's rule, which would sign nobody in,
+// so such a configuration is refused.
+func CheckNamePrefix(name string, secure bool, path, domain string) error {
+	switch {
+	case hasPrefixFold(name, "__Host-"):
+		if !secure || path != "/" || domain != "" {
+			return errors.New("browsers keep a __Host- cookie only when it is Secure, with path / and no domain")
+		}
+	case hasPrefixFold(name, "__Secure-"):
+		if !secure {
+			return errors.New("browsers keep a __Secure- cookie only when it is Secure")
+		}
+	}
+	return nil
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // validCookieName reports whether name is an RFC 6265 cookie-name token.

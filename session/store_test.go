@@ -290,3 +290,64 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// TestCookieNamePrefix: a __Host- or __Secure- name is refused with
+// attributes a browser would drop such a cookie for, and accepted with the
+// right ones, in which case every cookie the store writes (session, its
+// chunks, a login flow, their expiry) keeps the prefix's rule.
+func TestCookieNamePrefix(t *testing.T) {
+	good := [][]byte{testSecret('a')}
+	tests := []struct {
+		name   string
+		opts   Options
+		wantOK bool
+	}{
+		{"host", Options{CookieName: "__Host-twc", Secure: true}, true},
+		{"host, not secure", Options{CookieName: "__Host-twc"}, false},
+		{"host in other case, not secure", Options{CookieName: "__host-twc"}, false},
+		{"host with a domain", Options{CookieName: "__Host-twc", Secure: true, Domain: "twc.example.com"}, false},
+		{"host with a path", Options{CookieName: "__Host-twc", Secure: true, Path: "/app"}, false},
+		{"secure", Options{CookieName: "__Secure-twc", Secure: true, Domain: "twc.example.com", Path: "/app"}, true},
+		{"secure, not secure", Options{CookieName: "__SECURE-twc", Domain: "twc.example.com"}, false},
+		{"no prefix, not secure", Options{CookieName: "twc-Host-x"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Secrets = good
+			s, err := NewStore(tt.opts)
+			if !tt.wantOK {
+				if err == nil || !strings.Contains(err.Error(), "browsers keep a __") {
+					t.Fatalf("got error %v, want the prefix's rule", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			if err := s.Save(rec, nil, testSession(9000)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SaveFlow(rec, httptest.NewRequest(http.MethodGet, "/", nil), testFlow("state-1", time.Now())); err != nil {
+				t.Fatal(err)
+			}
+			s.Clear(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			lines := rec.Result().Header["Set-Cookie"]
+			if len(lines) < 4 {
+				t.Fatalf("got %d Set-Cookie lines, want the chunks, a flow and the expiry", len(lines))
+			}
+			for _, line := range lines {
+				c, err := http.ParseSetCookie(line)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.HasPrefix(c.Name, tt.opts.CookieName) || c.Secure != tt.opts.Secure {
+					t.Errorf("cookie %s: Secure %t; want the prefix and Secure %t", c.Name, c.Secure, tt.opts.Secure)
+				}
+				if strings.HasPrefix(tt.opts.CookieName, "__Host-") && (c.Path != "/" || c.Domain != "") {
+					t.Errorf("cookie %s: Path %q, Domain %q; want / and none", c.Name, c.Path, c.Domain)
+				}
+			}
+		})
+	}
+}

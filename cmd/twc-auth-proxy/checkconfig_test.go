@@ -77,6 +77,11 @@ func TestCheckConfigAgreesWithStart(t *testing.T) {
 				s.session.Domain = "bad domain;x=y"
 				return startApp(s)
 			}},
+		{"session.cookie_name __Host- without Secure", "session.cookie_name: __Host-twc\nsession.cookie_secure: false", "session.cookie_name",
+			func(s *settings) error {
+				s.session.CookieName, s.session.Secure = "__Host-twc", false
+				return startApp(s)
+			}},
 		{"listen with a named port", `listen: ":abc"`, "listen",
 			func(*settings) error { return listenOnce(":abc") }},
 		{"metrics_listen port out of range", "metrics_listen: 127.0.0.1:99999", "metrics_listen",
@@ -90,7 +95,8 @@ func TestCheckConfigAgreesWithStart(t *testing.T) {
 			// fails where the value bites, not on a busy port; an https
 			// upstream, so that upstream_ca_file is judged by its file alone.
 			addrs := freeAddrs(t, 2)
-			edits := []string{"listen: " + addrs[0], "metrics_listen: " + addrs[1], "upstream: https://127.0.0.1:8111", c.edit}
+			edits := append([]string{"listen: " + addrs[0], "metrics_listen: " + addrs[1], "upstream: https://127.0.0.1:8111"},
+				strings.Split(c.edit, "\n")...) // a line an edit
 			path := writeFile(t, t.TempDir(), "c.yaml", conf(edits...))
 			for _, args := range [][]string{{"--config", path, "--check-config"}, {"--config", path}} {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -273,6 +273,9 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	if fc.Session.CookieSecure != nil {
 		secure = *fc.Session.CookieSecure
 	}
+	if err := session.CheckNamePrefix(cookieName, secure, "/", fc.Session.CookieDomain); err != nil {
+		p.add("session.cookie_name", err.Error()+" (session.cookie_secure, session.cookie_domain)")
+	}
 	service := p.serviceAccount(fc.ServiceAccount, clientAuth, margin, getenv)
 	audiences := fc.APITokens.Audiences
 	if len(audiences) == 0 {
