@@ -136,7 +136,9 @@ func (sa *ServiceAccount) Token(ctx context.Context) (string, error) {
 		return sa.renew(context.WithoutCancel(ctx))
 	})
 	if err != nil {
-		if stillValid {
+		// The renewal can take up to two auth.timeout: the old token may
+		// have expired meanwhile, so its validity is judged again.
+		if tok != nil && sa.now().Before(tok.expiry) {
 			return tok.idToken, nil
 		}
 		return "", fmt.Errorf("%w: %w", ErrServiceAccountUnavailable, err)

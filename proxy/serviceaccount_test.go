@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 )
 
 const (
@@ -480,5 +482,39 @@ func TestServiceAccountShortLivedToken(t *testing.T) {
 	h.clock.Advance(2 * time.Second) // 11 s: past half its life
 	if get() == first || h.idp.TokenCalls("refresh_token") != 1 {
 		t.Fatalf("the token was not renewed past half its life (refresh calls %d)", h.idp.TokenCalls("refresh_token"))
+	}
+}
+
+// TestServiceAccountNoExpiredTokenAfterFailedRenewal: a renewal that fails
+// after the token it was to replace expired (a slow auth server, up to two
+// auth.timeout) must not hand that token to the upstream: a token is served
+// while a renewal fails only as long as it is still valid.
+func TestServiceAccountNoExpiredTokenAfterFailedRenewal(t *testing.T) {
+	h := newHarness(t, withService(nil)) // 5 min tokens, 30 s margin
+	if resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d %s", resp.StatusCode, body)
+	}
+	first := tokenOf(t, h.lastUpstream())
+	h.clock.Advance(4*time.Minute + 40*time.Second) // due, 20 s left
+	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusServiceUnavailable, TokenDelay: 300 * time.Millisecond})
+	// The token expires while the renewal waits for the auth server.
+	advanced := make(chan struct{})
+	go func() {
+		defer close(advanced)
+		for h.idp.TokenCalls("refresh_token") == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		h.clock.Advance(30 * time.Second)
+	}()
+	before := len(h.upstreamSeen())
+	resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	<-advanced
+	for _, u := range h.upstreamSeen()[before:] {
+		if tokenOf(t, u) == first {
+			t.Fatal("the upstream got the service token after it expired")
+		}
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "service_account_unavailable") {
+		t.Fatalf("got %d %s, want 503 service_account_unavailable", resp.StatusCode, body)
 	}
 }
