@@ -263,16 +263,16 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 
 // answered looks at the upstream's answer to a service request that carried
 // idToken and went with the jar sent: it keeps the cookies and drops the
-// token on a 401.
-func (sa *ServiceAccount) answered(res *http.Response, idToken string, sent *cookiejar.Jar) {
+// token on a 401. It reports whether the token was dropped.
+func (sa *ServiceAccount) answered(res *http.Response, idToken string, sent *cookiejar.Jar) (dropped bool) {
 	sa.session.keepCookies(res, sent)
-	if res.StatusCode == http.StatusUnauthorized {
-		sa.rejected(idToken)
-	}
+	return res.StatusCode == http.StatusUnauthorized && sa.rejected(idToken)
 }
 
 // endTurn ends w's turn at the TWC session gate, if w opens the session:
-// status is the upstream's answer, 0 when none came. The first call wins.
+// status is the upstream's answer, 0 when none came or when it made the
+// proxy drop the token (the waiting requests then go with a new one, so
+// one of them opens the session as after no answer). The first call wins.
 func (sa *ServiceAccount) endTurn(w *recorder, status int) {
 	if w.opensSession {
 		w.opensSession = false
@@ -289,13 +289,13 @@ func (sa *ServiceAccount) endTurn(w *recorder, status int) {
 // within the hold after a drop, which grows like the fetch backoff: an
 // upstream that rejects every token costs one token call per hold, not one
 // per request. The hold starts over once a drop comes a full backoff cap
-// after the previous hold ended.
-func (sa *ServiceAccount) rejected(idToken string) {
+// after the previous hold ended. It reports whether idToken was dropped.
+func (sa *ServiceAccount) rejected(idToken string) (dropped bool) {
 	now := sa.now()
 	sa.mu.Lock()
 	if sa.tok == nil || sa.tok.idToken != idToken || now.Before(sa.dropHold) {
 		sa.mu.Unlock()
-		return
+		return false
 	}
 	if now.Sub(sa.dropHold) > serviceBackoffMax {
 		sa.drops = 0
@@ -309,4 +309,5 @@ func (sa *ServiceAccount) rejected(idToken string) {
 	sa.log.Warn("upstream rejected the service account token; dropped it and its TWC session",
 		zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID),
 		zap.Int("status", http.StatusUnauthorized), zap.Duration("next_drop_after", hold))
+	return true
 }

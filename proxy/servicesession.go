@@ -145,7 +145,8 @@ func (s *serviceSession) wait(ctx context.Context, limit time.Duration, canOpen 
 	}
 }
 
-// opened ends the opener's turn; status is its answer's, 0 when none came.
+// opened ends the opener's turn; status is its answer's, 0 when none came
+// (or when the answer made the proxy drop the token, see endTurn).
 // After an answer every waiting request goes on: an answer without a
 // session (an error, a 401) must not hold them any longer, nor make them
 // open sessions one after another. The next request that finds no session

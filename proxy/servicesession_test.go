@@ -513,3 +513,47 @@ func cookieValue(cookies []*http.Cookie, name string) string {
 	}
 	return ""
 }
+
+// TestServiceAccountRejectedOpenerKeepsOneTWCSession: when TWC rejects the
+// service token on the request that opens the TWC session (the token was
+// revoked while the session cookie ran out), the proxy drops the token, and
+// the requests that waited go with a new one: they must not each open a TWC
+// session (a license seat) with it, but wait for one of them to open it.
+func TestServiceAccountRejectedOpenerKeepsOneTWCSession(t *testing.T) {
+	twc := &fakeTWCREST{open: 50 * time.Millisecond, maxAge: 1}
+	var revoked atomic.Value
+	revoked.Store("")
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) {
+		o.idp.UnlimitedClients = []string{svcClient}
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if strings.TrimPrefix(r.Header.Get("Authorization"), "Token ") == revoked.Load() {
+				time.Sleep(twc.open)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			twc.serve(w, r)
+		}
+	})
+	if resp, _ := h.do(&http.Client{}, "GET", "/osmc/workspaces", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: got %d", resp.StatusCode)
+	}
+	revoked.Store(tokenOf(t, h.lastUpstream()))
+	time.Sleep(1100 * time.Millisecond) // the session cookie's Max-Age=1 runs out (the jar keeps real time)
+	h.clock.Advance(time.Minute)        // so that the next token differs from the revoked one
+	rejected := 0
+	for i, code := range h.burst(20, "/osmc/workspaces") {
+		switch code {
+		case http.StatusOK:
+		case http.StatusUnauthorized:
+			rejected++
+		default:
+			t.Fatalf("request %d: got %d", i, code)
+		}
+	}
+	if rejected != 1 {
+		t.Errorf("%d requests got TWC's 401, want 1: the opener's", rejected)
+	}
+	if n := twc.sessions.Load(); n != 2 {
+		t.Fatalf("TWC sessions opened = %d, want 2: the first, and one for the token that replaced the rejected one", n)
+	}
+}

@@ -180,8 +180,15 @@ func (s *Server) modifyResponse(res *http.Response) error {
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
 		if st.service {
 			sa := s.cfg.ServiceAccount
-			sa.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.serviceJar)
-			sa.endTurn(st, res.StatusCode) // after the cookies: the waiters go with them
+			status := res.StatusCode
+			if sa.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.serviceJar) {
+				// The token was dropped: the waiting requests will go with
+				// a new one, about which this answer says nothing. As
+				// after no answer, one of them opens the TWC session and
+				// the others wait for it, rather than each opening one.
+				status = 0
+			}
+			sa.endTurn(st, status) // after the cookies: the waiters go with them
 			return nil
 		}
 	}
