@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,11 @@ import (
 )
 
 func main() {
+	// Here rather than in run: the limit is the process's, and the tests
+	// call run in theirs.
+	if limit, ok := containerMemoryLimit(os.Getenv, os.ReadFile); ok {
+		debug.SetMemoryLimit(limit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -252,7 +258,8 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 		zap.String("listen", proxyLn.Addr().String()),
 		zap.String("metrics_listen", metricsLn.Addr().String()),
 		zap.String("upstream", a.cfg.proxy.Upstream.String()),
-		zap.String("issuer_url", a.cfg.auth.IssuerURL))
+		zap.String("issuer_url", a.cfg.auth.IssuerURL),
+		memoryLimitField(debug.SetMemoryLimit(-1)))
 
 	var err error
 	select {

@@ -306,19 +306,10 @@ list. Include it with nindent under `containers:`.
     - name: proxy-metrics
       containerPort: {{ int $v.metricsPort }}
       protocol: TCP
-  {{- if or (and $v.resources $v.resources.limits $v.resources.limits.memory) $v.extraEnv }}
+  {{- /* No GOMEMLIMIT: the binary sets 90% of the container's memory limit itself. */}}
+  {{- with $v.extraEnv }}
   env:
-    {{- if and $v.resources $v.resources.limits $v.resources.limits.memory }}
-    # Lets the Go runtime collect before the container's memory limit.
-    - name: GOMEMLIMIT
-      valueFrom:
-        resourceFieldRef:
-          containerName: twc-auth-proxy
-          resource: limits.memory
-    {{- end }}
-    {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
-    {{- end }}
   {{- end }}
   {{- with $v.extraEnvFrom }}
   envFrom:
