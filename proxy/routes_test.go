@@ -101,6 +101,32 @@ func TestAuthEndpoint(t *testing.T) {
 	}
 }
 
+// TestAuthEndpointRefreshes: /oauth2/auth refreshes a due token and sends
+// the refreshed session back with its 202, which README tells nginx
+// auth_request users to pass on; the next check with that cookie needs no
+// refresh.
+func TestAuthEndpointRefreshes(t *testing.T) {
+	h, c := signedIn(t)
+	h.clock.Advance(4*time.Minute + 40*time.Second) // inside the 30 s margin
+	resp, _ := h.navigate(c, "/oauth2/auth")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("got %d, want 202", resp.StatusCode)
+	}
+	if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+		t.Fatalf("refresh calls = %d, want 1", n)
+	}
+	if !setsCookie(resp, "_twc_session") {
+		t.Fatal("the 202 does not carry the refreshed session")
+	}
+	h.clock.Advance(time.Minute) // past the refresh memo's 30 s
+	if resp, _ = h.navigate(c, "/oauth2/auth"); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("with the refreshed cookie: got %d, want 202", resp.StatusCode)
+	}
+	if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+		t.Errorf("refresh calls = %d after the second check, want still 1", n)
+	}
+}
+
 func TestStartValidatesReturnPath(t *testing.T) {
 	h := newHarness(t)
 	tests := []struct{ rd, want string }{
