@@ -34,6 +34,10 @@ func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
 		"X-Forwarded_User":       {"admin"},
 		"X-Auth-Request-User":    {"admin"},
 		"Remote-User":            {"admin"},
+		"X-Remote-User":          {"admin"},
+		"X_User":                 {"admin"},
+		"X-Email":                {"admin@example.com"},
+		"X-Real-Ip":              {"6.6.6.6"},
 		"X-Forwarded-For":        {"6.6.6.6"},
 		"X-Forwarded-Host":       {"evil.example"},
 		"X-Forwarded-Proto":      {"https"},
@@ -56,6 +60,7 @@ func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
 		switch n := strings.ToLower(strings.ReplaceAll(name, "_", "-")); {
 		case n == "x-auth-secret", n == "remote-user", n == "forwarded", strings.HasPrefix(n, "x-auth-request"),
 			n == "x-forwarded-user", n == "x-forwarded-email", n == "x-original-url", n == "x-rewrite-url",
+			n == "x-remote-user", n == "x-user", n == "x-email", n == "x-real-ip",
 			strings.Contains(n, "method"):
 			t.Errorf("identity header %s reached the upstream", name)
 		}
