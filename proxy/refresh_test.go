@@ -320,6 +320,52 @@ func TestRefreshWithoutIDTokenIsAFailure(t *testing.T) {
 	}
 }
 
+// TestRefreshedTokenIsVerified: a refresh answer is verified as a login's is
+// and must keep the session's sub; a token for another user or with a broken
+// signature is a failed refresh, and never reaches the upstream.
+func TestRefreshedTokenIsVerified(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		mint func(h *harness, sub, aud string) string
+		ok   bool
+	}{
+		{"another sub", func(h *harness, _, aud string) string { return h.idp.MintIDToken("bob", aud, 5*time.Minute) }, false},
+		{"bad signature", func(h *harness, sub, aud string) string {
+			tok := h.idp.MintIDToken(sub, aud, 5*time.Minute)
+			return tok[:len(tok)-6] + "AAAAAA"
+		}, false},
+		// The same shape of answer, well formed, refreshes: the failures
+		// above are the flaws'.
+		{"control: same sub", func(h *harness, sub, aud string) string { return h.idp.MintIDToken(sub, aud, 5*time.Minute) }, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, c := signedIn(t)
+			before := len(h.upstreamSeen())
+			h.idp.SetFaults(authtest.Faults{IDToken: func(sub, aud, _ string) string { return tt.mint(h, sub, aud) }})
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			resp, _ := h.fetch(c, "/api")
+			if n := h.idp.TokenCalls("refresh_token"); n != 1 {
+				t.Fatalf("refresh calls = %d, want 1", n)
+			}
+			if tt.ok {
+				if resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) == "" {
+					t.Fatalf("got %d, want 200 with the refreshed token", resp.StatusCode)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("got %d, want 401", resp.StatusCode)
+			}
+			if n := len(h.upstreamSeen()); n != before {
+				t.Errorf("upstream reached %d times after the refresh, want 0", n-before)
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "invalid"}); got != 1 {
+				t.Errorf("token_refreshes_total{invalid} = %v, want 1", got)
+			}
+		})
+	}
+}
+
 func TestRefreshWhileAuthServerDown(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
