@@ -294,6 +294,7 @@ func TestAPITokens(t *testing.T) {
 		{"second audience", []string{"Token " + restAud}, true},
 		{"bad signature", []string{"Token " + good[:len(good)-4] + "AAAA"}, false},
 		{"other audience", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "RS256"}, claims("someone-else", now.Add(time.Hour)))}, false},
+		{"wrong issuer", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "RS256"}, map[string]any{"sub": testUser, "aud": testClientID, "iss": "https://evil.example/authentication", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})}, false},
 		{"expired", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "RS256"}, claims(testClientID, now.Add(-time.Minute)))}, false},
 		{"alg none", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "none"}, claims(testClientID, now.Add(time.Hour)))}, false},
 		{"HS256 with the public key", []string{"Token " + h.idp.SignJWT(map[string]any{"alg": "HS256"}, claims(testClientID, now.Add(time.Hour)))}, false},
