@@ -24,6 +24,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -120,6 +121,9 @@ type app struct {
 	auth    *proxy.AuthServer
 	proxy   *proxy.Server
 	metrics http.Handler
+	// draining is set once shutdown has begun: the proxy's listener is
+	// closed, so /readyz must no longer say ready.
+	draining atomic.Bool
 }
 
 // newApp builds every component from cfg. Nothing here touches the network.
@@ -155,19 +159,24 @@ func newApp(cfg *settings, log *zap.Logger, reg *prometheus.Registry) (*app, err
 	if err != nil {
 		return nil, err
 	}
+	a := &app{cfg: cfg, log: log, auth: auth, proxy: p}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log), Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !auth.Ready() {
+		switch {
+		case a.draining.Load():
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case !auth.Ready():
 			http.Error(w, "auth server discovery has not succeeded yet", http.StatusServiceUnavailable)
-			return
+		default:
+			io.WriteString(w, "ready\n")
 		}
-		io.WriteString(w, "ready\n")
 	})
-	return &app{cfg: cfg, log: log, auth: auth, proxy: p, metrics: mux}, nil
+	a.metrics = mux
+	return a, nil
 }
 
 // authHTTPClient is the client for the auth server: its own CA bundle when
@@ -279,6 +288,11 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 		drain, dcancel = context.WithTimeout(sctx, a.cfg.shutdownTimeout-min(logoutReserve, a.cfg.shutdownTimeout/4))
 		defer dcancel()
 	}
+	// Not ready from the moment the listener closes: whatever still routes
+	// by readiness (a terminating endpoint's "serving" condition, a load
+	// balancer's health check) would otherwise send connections to a
+	// closed port. /healthz and /metrics keep answering during the drain.
+	a.draining.Store(true)
 	if serr := proxySrv.Shutdown(drain); serr != nil {
 		err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
 	}

@@ -250,3 +250,69 @@ func TestShutdownLogoutWhenDrainOverruns(t *testing.T) {
 		t.Errorf("upstream saw %q, want the logout while the slow request still waits", ss.events)
 	}
 }
+
+// TestReadyzFailsWhileDraining: once SIGTERM has closed the proxy's
+// listener, /readyz must stop saying ready (anything still routing by
+// readiness, such as a terminating endpoint's "serving" condition, would
+// send connections to a closed port), while /healthz and /metrics keep
+// answering until the drain is over.
+func TestReadyzFailsWhileDraining(t *testing.T) {
+	auth, err := authtest.Start(authtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auth.Close()
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(arrived) })
+		<-release
+	}))
+	defer upstream.Close()
+	defer close(release)
+
+	a := freeAddrs(t, 2)
+	listen, metrics := a[0], a[1]
+	path := runConfig(t, listen, metrics, upstream.URL, auth.Issuer(), "shutdown_timeout: 10s", `skip_auth: ["^/"]`)
+	r := startRun(t, path, noEnv)
+	waitStatus(t, r, "http://"+metrics+"/readyz", http.StatusOK)
+	go func() {
+		if resp, err := http.Get("http://" + listen + "/slow"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach the upstream")
+	}
+
+	r.cancel() // SIGTERM
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		conn, err := net.DialTimeout("tcp", listen, time.Second)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener still accepts connections after SIGTERM")
+		}
+	}
+	for _, tt := range []struct {
+		path string
+		want int
+	}{
+		{"/readyz", http.StatusServiceUnavailable},
+		{"/healthz", http.StatusOK},
+		{"/metrics", http.StatusOK},
+	} {
+		if code, body := fetch(t, http.DefaultClient, "http://"+metrics+tt.path); code != tt.want {
+			t.Errorf("GET %s while draining: got %d %q, want %d", tt.path, code, body, tt.want)
+		}
+	}
+	select {
+	case <-r.done:
+		t.Fatal("run returned while a request was in flight")
+	default:
+	}
+}
