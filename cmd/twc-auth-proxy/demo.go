@@ -44,30 +44,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := requireLoopback(*listen); err != nil {
 		return fmt.Errorf("demo: -listen: %w", err)
 	}
-	secret := make([]byte, 24)
-	rand.Read(secret)
-	idp, err := authtest.Start(authtest.Options{
-		ClientIDs:           []string{demoClientID},
-		Secret:              base64.RawURLEncoding.EncodeToString(secret),
-		RedirectWhitelist:   []string{"http://127.0.0.1", "http://localhost"},
-		Users:               map[string]string{demoUser: demoPassword, "Administrator": "Administrator"},
-		TokenTTL:            *tokenTTL,
-		RotateRefreshTokens: true,
-	})
-	if err != nil {
-		return fmt.Errorf("demo: auth server: %w", err)
-	}
-	defer idp.Close()
-
-	dash := newDemoDashboard()
-	dashLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("demo: dashboard: %w", err)
-	}
-	dashSrv := &http.Server{Handler: dash, ReadHeaderTimeout: 5 * time.Second}
-	go dashSrv.Serve(dashLn)
-	defer dashSrv.Close()
-
 	proxyLn, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("demo: listen: %w", err)
@@ -78,6 +54,38 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo: metrics listen: %w", err)
 	}
 	base := "http://" + proxyLn.Addr().String()
+
+	// The whitelist is the callback as the proxy sends it, built from the
+	// address it listens on: any loopback address (127.0.0.2, [::1]), not
+	// only 127.0.0.1.
+	secret := make([]byte, 24)
+	rand.Read(secret)
+	idp, err := authtest.Start(authtest.Options{
+		ClientIDs:           []string{demoClientID},
+		Secret:              base64.RawURLEncoding.EncodeToString(secret),
+		RedirectWhitelist:   []string{base + "/oauth2/callback"},
+		Users:               map[string]string{demoUser: demoPassword, "Administrator": "Administrator"},
+		TokenTTL:            *tokenTTL,
+		RotateRefreshTokens: true,
+	})
+	if err != nil {
+		proxyLn.Close()
+		metricsLn.Close()
+		return fmt.Errorf("demo: auth server: %w", err)
+	}
+	defer idp.Close()
+
+	dash := newDemoDashboard()
+	dashLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		proxyLn.Close()
+		metricsLn.Close()
+		return fmt.Errorf("demo: dashboard: %w", err)
+	}
+	dashSrv := &http.Server{Handler: dash, ReadHeaderTimeout: 5 * time.Second}
+	go dashSrv.Serve(dashLn)
+	defer dashSrv.Close()
+
 	key := make([]byte, 32)
 	rand.Read(key)
 	cfg := &settings{

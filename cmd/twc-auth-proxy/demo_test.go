@@ -5,6 +5,7 @@ import (
 	"context"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -15,13 +16,27 @@ import (
 )
 
 // TestDemoLogin starts the demo in-process and signs in through it as a
-// browser would, ending on the sample dashboard with the user's claims.
+// browser would, ending on the sample dashboard with the user's claims,
+// on every kind of loopback address -listen accepts.
 func TestDemoLogin(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", "localhost:0", "127.0.0.2:0", "[::1]:0"} {
+		t.Run(listen, func(t *testing.T) {
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				t.Skipf("this machine cannot listen on %s: %v", listen, err)
+			}
+			ln.Close()
+			testDemoLogin(t, listen)
+		})
+	}
+}
+
+func testDemoLogin(t *testing.T, listen string) {
 	ctx, cancel := context.WithCancel(t.Context())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- runDemo(ctx, []string{"-listen", "127.0.0.1:0"}, pw, io.Discard)
+		done <- runDemo(ctx, []string{"-listen", listen}, pw, io.Discard)
 		pw.Close()
 	}()
 	var base string
