@@ -45,6 +45,15 @@ func (s *Server) serveProxy(w *recorder, r *http.Request) {
 // wait, so that a wait cannot outlast it.
 func (s *Server) serveServiceAccount(w *recorder, r *http.Request, sa *ServiceAccount) {
 	w.user = sa.cfg.Username
+	if isTWCLogout(r.URL.Path) {
+		// The TWC session is the proxy's, shared by every service caller:
+		// a script that ends "its" session as TWC's docs advise would end
+		// everyone's, and the next request would open another. It is
+		// logged out at shutdown (ReleaseServiceSession).
+		w.outcome = "service_logout_kept"
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	opener, err := sa.session.wait(r.Context(), s.cfg.UpstreamTimeout, r.Body == http.NoBody)
 	switch {
 	case errors.Is(err, errSessionWait):

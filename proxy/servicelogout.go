@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -83,6 +84,22 @@ func (sa *ServiceAccount) releaseFailed(status int, err error) error {
 	sa.log.Warn("could not release the service account's TWC session; its license seat stays held until TWC's idle timeout",
 		zap.String("username", sa.cfg.Username), zap.Int("status", status), zap.Error(err))
 	return err
+}
+
+// isTWCLogout reports whether a request for p would reach TWC REST's
+// logout, /osmc/logout, however it is spelled: servlet containers drop a
+// segment's ;parameters and resolve dot segments, and the match ignores
+// case and a trailing slash. Erring towards a match costs a caller only a
+// 204 that did not go upstream.
+func isTWCLogout(p string) bool {
+	if !strings.Contains(strings.ToLower(p), "logout") {
+		return false // the usual case, without building anything
+	}
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		segs[i], _, _ = strings.Cut(seg, ";")
+	}
+	return strings.EqualFold(path.Clean("/"+strings.Join(segs, "/")), "/osmc/logout")
 }
 
 func hasCookie(cookies []*http.Cookie, name string) bool {

@@ -332,3 +332,49 @@ func TestReleaseServiceSessionOverTLS(t *testing.T) {
 		t.Fatalf("upstream saw %d logouts, want 1", n)
 	}
 }
+
+// TestServiceCallerLogoutIsKept: a service caller's /osmc/logout, however
+// spelled, is answered 204 by the proxy and never reaches TWC, which would
+// end the session every service caller shares; the next service request
+// goes on in the same session. A signed-in user's logout goes upstream.
+func TestServiceCallerLogoutIsKept(t *testing.T) {
+	twc := &fakeTWCREST{logout: http.StatusNoContent}
+	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) { o.upstream = twc.serve })
+	if resp, _ := h.fetch(h.browser(), "/osmc/workspaces"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first service request: got %d, want 200", resp.StatusCode)
+	}
+	seen := len(h.upstreamSeen())
+	for _, p := range []string{"/osmc/logout", "/osmc/logout/", "/OSMC/Logout", "/osmc/logout;jsessionid=1", "//osmc/./logout", "/osmc/x/../logout", "/osmc/logou%74"} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			resp, _ := h.do(h.browser(), method, p, nil)
+			if resp.StatusCode != http.StatusNoContent {
+				t.Errorf("%s %s: got %d, want the proxy's 204", method, p, resp.StatusCode)
+			}
+		}
+	}
+	if n := len(h.upstreamSeen()); n != seen {
+		t.Fatalf("%d logout requests reached TWC", n-seen)
+	}
+	if resp, _ := h.fetch(h.browser(), "/osmc/workspaces"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("service request after the logouts: got %d, want 200", resp.StatusCode)
+	}
+	if n := twc.sessions.Load(); n != 1 {
+		t.Errorf("TWC sessions opened = %d, want 1: the shared session was ended", n)
+	}
+	for _, p := range []string{"/osmc/logouts", "/osmc/logout/x", "/api/logout"} {
+		h.fetch(h.browser(), p)
+		if got := h.lastUpstream().URI; got != p {
+			t.Errorf("%s: upstream saw %q, want it forwarded", p, got)
+		}
+	}
+
+	user := h.browser()
+	if resp, body := h.login(user, "/oauth2/start", testUser, testPassword); resp.StatusCode >= 400 {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	h.fetch(user, "/osmc/logout")
+	if got := h.lastUpstream(); got.URI != "/osmc/logout" || got.Header.Get("Authorization") == "" {
+		t.Errorf("a signed-in user's logout: upstream saw %q with Authorization %t, want it forwarded with the user's token",
+			got.URI, got.Header.Get("Authorization") != "")
+	}
+}
