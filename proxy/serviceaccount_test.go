@@ -239,6 +239,12 @@ func TestServiceAccountKeepsOneTWCSession(t *testing.T) {
 	if !strings.Contains(last, "caller=19") || !strings.Contains(last, "twc-rest-session-id=seat-1") {
 		t.Errorf("upstream Cookie = %q, want the caller's cookie plus the service session", last)
 	}
+	// An HTTP/1.1 caller may send several Cookie lines: all of them go on,
+	// in the one line that carries the service session.
+	h.do(&http.Client{}, "GET", "/osmc/workspaces", http.Header{"Cookie": {"a=1", "b=2"}})
+	if got := h.lastUpstream().Header["Cookie"]; len(got) != 1 || got[0] != "a=1; b=2; twc-rest-session-id=seat-1; twc-rest-current-user="+svcUser {
+		t.Errorf("upstream Cookie lines = %q, want one: the caller's two cookies, then the service session's", got)
+	}
 }
 
 // A caller's own TWC REST cookies never go upstream with the service

@@ -195,10 +195,15 @@ func (s *serviceSession) addCookies(h http.Header, u *url.URL) *cookiejar.Jar {
 	if len(parts) == 0 {
 		return jar
 	}
-	if prev := h.Get("Cookie"); prev != "" {
-		parts = append([]string{prev}, parts...)
+	// The caller's cookies first, every line of them: an HTTP/1.1 client
+	// may send several Cookie headers, and one line goes upstream.
+	lines := make([]string, 0, len(h["Cookie"])+len(parts))
+	for _, l := range h["Cookie"] {
+		if l != "" {
+			lines = append(lines, l)
+		}
 	}
-	h.Set("Cookie", strings.Join(parts, "; "))
+	h.Set("Cookie", strings.Join(append(lines, parts...), "; "))
 	return jar
 }
 
