@@ -67,6 +67,18 @@ func TestSignOutStandardEndSession(t *testing.T) {
 		q.Get("post_logout_redirect_uri") != "http://127.0.0.1/bye" || q.Get("id_token_hint") == "" {
 		t.Fatalf("end-session redirect %q lacks the RP-initiated logout parameters", loc)
 	}
+
+	// TWC's signout_endpoint (no end_session_endpoint) gets the same
+	// post_logout_redirect_url as redirect_uri, and no token.
+	ep.endSession = ""
+	h.auth.ep.Store(&ep)
+	h.login(c, "/dash", testUser, testPassword)
+	resp, _ = h.navigate(c, "/oauth2/sign_out")
+	loc, _ = url.Parse(resp.Header.Get("Location"))
+	q = loc.Query()
+	if !strings.HasPrefix(loc.String(), h.idp.Issuer()+"/api/signout") || q.Get("redirect_uri") != "http://127.0.0.1/bye" || q.Has("id_token_hint") {
+		t.Errorf("TWC signout redirect %q, want the signout endpoint with redirect_uri=http://127.0.0.1/bye and no token", loc)
+	}
 }
 
 func TestUserInfo(t *testing.T) {
