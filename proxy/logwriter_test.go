@@ -92,6 +92,24 @@ func TestLogWriterFlushes(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
+	t.Run("size", func(t *testing.T) {
+		// logFlushAt bytes go out without waiting for the interval or for
+		// logBufferMax: one pipe's worth per write(2).
+		out := &syncBuffer{}
+		w := NewLogWriter(out, time.Hour)
+		defer w.Close()
+		line := []byte(strings.Repeat("z", 1023) + "\n")
+		for range logFlushAt / len(line) {
+			w.Write(line)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(out.String()) != logFlushAt {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d bytes written out of %d buffered; want them written once %d are queued", len(out.String()), logFlushAt, logFlushAt)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
 	t.Run("sync", func(t *testing.T) {
 		out := &syncBuffer{}
 		w := NewLogWriter(out, time.Hour)
