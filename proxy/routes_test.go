@@ -107,6 +107,15 @@ func TestAuthEndpoint(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("X-Auth-Request-User") != testUser {
 		t.Fatalf("with session: got %d user %q, want 202 %q", resp.StatusCode, resp.Header.Get("X-Auth-Request-User"), testUser)
 	}
+	// Only the user, never the token: a page's script could read it here.
+	tok := h.sessionOf(c).IDToken
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			if strings.Contains(v, tok[strings.LastIndex(tok, ".")+1:]) {
+				t.Errorf("the 202 carries the ID token in %s", k)
+			}
+		}
+	}
 	resp, _ = h.navigate(h.browser(), "/oauth2/auth")
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("without session: got %d, want 401 (never a redirect)", resp.StatusCode)
