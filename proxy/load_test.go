@@ -54,6 +54,12 @@ func TestLoadRefreshStorm(t *testing.T) {
 
 	var total, failed atomic.Int64
 	var firstErr atomic.Value
+	// crossed is set once the clock has moved; used[i] once client i has
+	// had an answer to a request sent after that. The run lasts until
+	// every client has, so a slow machine cannot end it before some
+	// crossing session was ever used again.
+	var crossed atomic.Bool
+	used := make([]atomic.Bool, clients)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range clients {
@@ -67,6 +73,7 @@ func TestLoadRefreshStorm(t *testing.T) {
 					return
 				default:
 				}
+				sentAfter := crossed.Load()
 				resp, err := c.Get(h.proxy.URL + "/tile")
 				total.Add(1)
 				if err != nil {
@@ -80,12 +87,31 @@ func TestLoadRefreshStorm(t *testing.T) {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, resp.Status)
 				}
+				if sentAfter {
+					used[i].Store(true)
+				}
 			}
 		}()
 	}
 	time.Sleep(duration / 2)
 	h.clock.Advance(2*time.Minute + 30*time.Second) // first half: 30 s before expiry
+	crossed.Store(true)
 	time.Sleep(duration / 2)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		waiting := 0
+		for i := range used {
+			if !used[i].Load() {
+				waiting++
+			}
+		}
+		if waiting == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d clients had no answer to a request sent after the clock moved, a minute on", waiting)
+			break
+		}
+	}
 	close(stop)
 	wg.Wait()
 
