@@ -239,8 +239,12 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 		if !errors.Is(err, errHeadersTimeout) {
 			err = fmt.Errorf("%w: %w", errHeadersTimeout, err)
 		}
-	case errors.Is(err, context.Canceled):
-		kind = "canceled" // the client went away; nobody reads the answer
+	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
+		// The client went away; nobody reads the answer. Gone in the
+		// middle of its request body, the error can be the failed read of
+		// that body instead, but the server has cancelled the context
+		// before that read returned.
+		kind = "canceled"
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		kind, status = "timeout", http.StatusGatewayTimeout
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
+	"go.uber.org/zap"
 )
 
 func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
@@ -709,5 +710,58 @@ func TestInformationalAnswerKeepsOwnHeaders(t *testing.T) {
 				t.Errorf("requests_total{code=%d} = %v, want 0", tt.code, n)
 			}
 		})
+	}
+}
+
+// requestLine waits up to 5 s for the request line of path and returns it.
+func (h *harness) requestLine(path string) map[string]any {
+	h.t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if e := h.logs.FilterMessage("request").FilterField(zap.String("path", path)).All(); len(e) > 0 {
+			return e[0].ContextMap()
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("no request line for %s", path)
+		}
+	}
+}
+
+// TestClientAbortedUploadIsNotAnUpstreamError: a client that goes away
+// halfway through its request body (a cancelled upload, a closed tab) is
+// the client's failure, logged and counted like one that goes away while
+// the upstream works (499, canceled), never as an unreachable upstream,
+// which operators alert on. Whether the transport reports the failed body
+// read or the cancelled context is a race; five uploads see both.
+func TestClientAbortedUploadIsNotAnUpstreamError(t *testing.T) {
+	noLeaks(t)
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }
+	})
+	u := mustURL(h.proxy.URL)
+	var cookies []string
+	for _, ck := range c.Jar.Cookies(u) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	const uploads = 5
+	for i := range uploads {
+		conn, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := "/upload/" + strconv.Itoa(i)
+		io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nContent-Length: 100000\r\n"+
+			"Cookie: "+strings.Join(cookies, "; ")+"\r\n\r\n"+strings.Repeat("x", 1000))
+		time.Sleep(50 * time.Millisecond) // the upstream has the first part
+		conn.Close()
+		line := h.requestLine(path)
+		if line["status"] != int64(499) || line["outcome"] != "upstream_canceled" {
+			t.Errorf("%s: request line status %v, outcome %v; want 499, upstream_canceled", path, line["status"], line["outcome"])
+		}
+	}
+	if n := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "unreachable"}); n != 0 {
+		t.Errorf("upstream_errors_total{unreachable} = %v, want 0", n)
+	}
+	if n := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "canceled"}); n != uploads {
+		t.Errorf("upstream_errors_total{canceled} = %v, want %d", n, uploads)
 	}
 }
