@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +88,11 @@ type Server struct {
 	apiVerifier  atomic.Pointer[apiVerifier]
 	requestLog   *requestLog // nil: request lines go through log
 	watchdog     *watchdog   // enforces UpstreamTimeout
+
+	// upstreamOrigin ("http://127.0.0.1:8080") and upstreamBase (the
+	// upstream URL's path without its trailing '/') recognise Locations
+	// that point at the upstream itself; see localLocation.
+	upstreamOrigin, upstreamBase string
 }
 
 // New builds the proxy handler. auth must be discovered (Run) before
@@ -109,6 +115,9 @@ func New(cfg Config, log *zap.Logger, store *session.Store, auth *AuthServer, m 
 		m:            m,
 		now:          time.Now,
 		callbackPath: cfg.RedirectURL.Path,
+
+		upstreamOrigin: cfg.Upstream.Scheme + "://" + cfg.Upstream.Host,
+		upstreamBase:   strings.TrimSuffix(cfg.Upstream.Path, "/"),
 	}
 	switch s.callbackPath {
 	case pathStart, pathSignOut, pathUserInfo, pathAuth:

@@ -166,9 +166,15 @@ func (s *Server) trustedPeer(remoteAddr string) bool {
 	return false
 }
 
-// modifyResponse observes the upstream's latency and keeps it from setting
-// or clearing the proxy's own cookies.
+// modifyResponse observes the upstream's latency, keeps it from setting
+// or clearing the proxy's own cookies and turns a Location on its own
+// origin into one on the proxy's.
 func (s *Server) modifyResponse(res *http.Response) error {
+	if loc := res.Header["Location"]; len(loc) == 1 {
+		if local, ok := s.localLocation(loc[0]); ok {
+			loc[0] = local
+		}
+	}
 	if st := stateOf(res.Request); st != nil {
 		// Done: the headers are in, and a body write that ends later (an
 		// upstream that answers before reading the whole body, an
@@ -206,6 +212,43 @@ func (s *Server) modifyResponse(res *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// localLocation returns the path on the proxy for loc, a Location that
+// points at the upstream itself. The upstream gets its own host in Host
+// (SetURL), so a redirect it builds from Host, as servlet containers and
+// many frameworks do, names an address the browser cannot reach, or should
+// not learn. The upstream's base path is taken off, as SetURL put it on.
+// loc is left alone (false) when it is on another origin, outside the base
+// path, or when the path would not be a plain local one (safeReturnPath:
+// "http://upstream//evil.example/" must not become "//evil.example/").
+func (s *Server) localLocation(loc string) (string, bool) {
+	o := s.upstreamOrigin
+	if len(loc) < len(o) || !strings.EqualFold(loc[:len(o)], o) {
+		return "", false
+	}
+	rest, ok := cutPathPrefix(loc[len(o):], "")
+	if ok && s.upstreamBase != "" {
+		rest, ok = cutPathPrefix(rest, s.upstreamBase)
+	}
+	if !ok {
+		return "", false
+	}
+	if rest == "" || rest[0] != '/' {
+		rest = "/" + rest
+	}
+	return safeReturnPath(rest)
+}
+
+// cutPathPrefix returns ref (a path, query and fragment) without prefix,
+// when prefix is a whole leading path of it: "/app" of "/app", "/app/x"
+// or "/app?q", not of "/apps".
+func cutPathPrefix(ref, prefix string) (string, bool) {
+	rest, ok := strings.CutPrefix(ref, prefix)
+	if !ok || rest != "" && rest[0] != '/' && rest[0] != '?' && rest[0] != '#' {
+		return "", false
+	}
+	return rest, true
 }
 
 // setsOwnCookie reports whether a browser would take the Set-Cookie line

@@ -765,3 +765,59 @@ func TestClientAbortedUploadIsNotAnUpstreamError(t *testing.T) {
 		t.Errorf("upstream_errors_total{canceled} = %v, want %d", n, uploads)
 	}
 }
+
+// TestUpstreamRedirectToItselfStaysOnTheProxy: the upstream gets its own
+// host in Host, so a redirect it builds from Host (servlet containers'
+// sendRedirect, many frameworks) names the upstream's address, which the
+// browser cannot reach. Such a Location comes back as the same path on the
+// proxy, the upstream's base path taken off; one that would not be a plain
+// local path (//host) and every other Location pass as they are.
+func TestUpstreamRedirectToItselfStaysOnTheProxy(t *testing.T) {
+	for _, base := range []string{"", "/app"} {
+		t.Run("base "+base, func(t *testing.T) {
+			var upstreamHost string
+			h, c := signedIn(t, func(o *harnessOpts) {
+				o.cfg = func(c *Config) {
+					u := *c.Upstream
+					u.Path = base
+					c.Upstream = &u
+				}
+				o.upstream = func(w http.ResponseWriter, r *http.Request) {
+					if loc := r.URL.Query().Get("to"); loc != "" {
+						w.Header().Set("Location", strings.ReplaceAll(loc, "UPSTREAM", r.Host))
+						w.WriteHeader(http.StatusFound)
+					}
+				}
+			})
+			upstreamHost = mustURL(h.upstream.URL).Host
+			for _, tt := range []struct{ location, want string }{
+				{"http://UPSTREAM" + base + "/next?x=1#top", "/next?x=1#top"},
+				{"http://UPSTREAM" + base, "/"},
+				{"HTTP://UPSTREAM" + base + "/next", "/next"},
+				{"http://UPSTREAM" + base + "//evil.example/", ""},
+				{"http://UPSTREAM" + base + "/\\evil.example/", ""},
+				{"http://UPSTREAM0" + base + "/next", ""}, // another port
+				{"https://UPSTREAM" + base + "/next", ""},
+				{"https://twc.example.com/next", ""},
+				{"http://UPSTREAM@evil.example/next", ""},
+				{"/relative", ""},
+			} {
+				resp, _ := h.fetch(c, "/go?to="+url.QueryEscape(tt.location))
+				want := tt.want
+				if want == "" {
+					want = strings.ReplaceAll(tt.location, "UPSTREAM", upstreamHost)
+				}
+				if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || got != want {
+					t.Errorf("upstream's Location %q reached the client as %d %q, want %q", tt.location, resp.StatusCode, got, want)
+				}
+			}
+			if base == "" {
+				return
+			}
+			resp, _ := h.fetch(c, "/go?to="+url.QueryEscape("http://UPSTREAM/outside"))
+			if got, want := resp.Header.Get("Location"), "http://"+upstreamHost+"/outside"; got != want {
+				t.Errorf("a Location outside the base path reached the client as %q, want it as it was, %q", got, want)
+			}
+		})
+	}
+}
