@@ -6,11 +6,13 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httputil"
@@ -184,8 +186,8 @@ func (s *Server) finish(w *recorder, r *http.Request) {
 
 // recorder remembers the status and what the proxy decided, for the
 // request's log line and metrics. Unwrap lets http.ResponseController (used
-// by ReverseProxy for flushing and websocket hijacking) reach the real
-// writer.
+// by ReverseProxy for flushing) reach the real writer; Hijack (websockets)
+// goes through the recorder, which records the 101.
 type recorder struct {
 	http.ResponseWriter
 	code    int
@@ -273,6 +275,17 @@ func (w *recorder) restore() {
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack takes over the connection for a protocol switch: ReverseProxy
+// then writes the upstream's 101 on it itself, never through WriteHeader,
+// so the status is recorded here.
+func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && w.code == 0 {
+		w.code = http.StatusSwitchingProtocols
+	}
+	return conn, brw, err
+}
 
 func (w *recorder) status() int {
 	if w.code == 0 {

@@ -821,3 +821,48 @@ func TestUpstreamRedirectToItselfStaysOnTheProxy(t *testing.T) {
 		})
 	}
 }
+
+// TestWebsocketIsLoggedAs101: a websocket the upstream accepted is
+// answered 101 (written by ReverseProxy on the hijacked connection, not
+// through WriteHeader); the request line and requests_total say 101, not
+// the 200 of a page.
+func TestWebsocketIsLoggedAs101(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/ws" {
+				return
+			}
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			brw.Flush()
+		}
+	})
+	u := mustURL(h.proxy.URL)
+	var cookies []string
+	for _, ck := range c.Jar.Cookies(u) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, conn) // until the upstream's end closes the tunnel
+	conn.Close()              // and ours
+	if line := h.requestLine("/ws"); line["status"] != int64(http.StatusSwitchingProtocols) {
+		t.Errorf("request line status %v, want 101", line["status"])
+	}
+	if n := h.metric("twc_auth_proxy_requests_total", map[string]string{"code": "101"}); n != 1 {
+		t.Errorf("requests_total{code=101} = %v, want 1", n)
+	}
+}
