@@ -140,7 +140,20 @@ func New(cfg Config, log *zap.Logger, store *session.Store, auth *AuthServer, m 
 func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w := &recorder{ResponseWriter: rw, start: time.Now(), id: requestID(r)}
 	w.Header()["X-Request-Id"] = w.value(w.id)
-	defer s.finish(w, r)
+	defer func() {
+		if p := recover(); p != nil {
+			// ReverseProxy aborts a response whose body it could not copy
+			// (the upstream reset it, or the client left) with
+			// http.ErrAbortHandler, after it wrote the status. The line
+			// says so; then the server drops the connection as asked.
+			if p == http.ErrAbortHandler {
+				w.outcome = "aborted"
+			}
+			s.finish(w, r)
+			panic(p)
+		}
+		s.finish(w, r)
+	}()
 
 	switch r.URL.Path {
 	case pathStart:

@@ -866,3 +866,39 @@ func TestWebsocketIsLoggedAs101(t *testing.T) {
 		t.Errorf("requests_total{code=101} = %v, want 1", n)
 	}
 }
+
+// TestAbortedResponseIsLoggedSo: when the upstream resets a response in the
+// middle of its body, ReverseProxy aborts the client's response after it
+// wrote the status; the request line keeps that status but says "aborted",
+// not "proxied", so the log does not show a cut download as a success.
+func TestAbortedResponseIsLoggedSo(t *testing.T) {
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/big" {
+				return
+			}
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n0123456789")
+			brw.Flush()
+			conn.Close() // 10 of 100000 bytes
+		}
+	})
+	// The cut comes before or after the buffered status reaches the client.
+	resp, err := c.Get(h.proxy.URL + "/big")
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("the client read a whole answer; want it cut")
+	}
+	if line := h.requestLine("/big"); line["status"] != int64(http.StatusOK) || line["outcome"] != "aborted" {
+		t.Errorf("request line status %v, outcome %v; want 200, aborted", line["status"], line["outcome"])
+	}
+	if resp, _ := h.fetch(c, "/after"); resp.StatusCode != http.StatusOK {
+		t.Errorf("next request: got %d, want 200", resp.StatusCode)
+	}
+}
