@@ -116,7 +116,8 @@ func (sa *ServiceAccount) matches(r *http.Request) bool {
 }
 
 // Token returns a valid service ID token, fetching or renewing it when due.
-// While a renewal fails, a token that has not expired yet is still served.
+// While a renewal fails, the token held, if it has not expired (nor been
+// dropped on a 401), is still served.
 func (sa *ServiceAccount) Token(ctx context.Context) (string, error) {
 	now := sa.now()
 	sa.mu.Lock()
@@ -137,9 +138,10 @@ func (sa *ServiceAccount) Token(ctx context.Context) (string, error) {
 	})
 	if err != nil {
 		// The renewal can take up to two auth.timeout: the old token may
-		// have expired meanwhile, so its validity is judged again.
-		if tok != nil && sa.now().Before(tok.expiry) {
-			return tok.idToken, nil
+		// have expired meanwhile, or been dropped on TWC's 401, so the
+		// token held now is judged, not the one read before.
+		if held := sa.heldToken(); held != "" {
+			return held, nil
 		}
 		return "", fmt.Errorf("%w: %w", ErrServiceAccountUnavailable, err)
 	}

@@ -525,3 +525,53 @@ func TestServiceAccountNoExpiredTokenAfterFailedRenewal(t *testing.T) {
 		t.Fatalf("got %d %s, want 503 service_account_unavailable", resp.StatusCode, body)
 	}
 }
+
+// TestServiceAccountDroppedTokenNotServedAfterFailedRenewal: a token that
+// TWC rejected (401) while a renewal was under way is dropped; when that
+// renewal then fails, the requests that waited for it must not go with the
+// dropped token (each would get TWC's 401 again), but get the 503 of an
+// unavailable service account, as requests after the drop do.
+func TestServiceAccountDroppedTokenNotServedAfterFailedRenewal(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, withService(nil), func(o *harnessOpts) { // 5 min tokens, 30 s margin
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/api/reports/slow" {
+				close(arrived)
+				<-release
+				w.WriteHeader(http.StatusUnauthorized) // TWC: this token is revoked
+			}
+		}
+	})
+	if resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d %s", resp.StatusCode, body)
+	}
+	first := tokenOf(t, h.lastUpstream())
+	slow := make(chan int)
+	go func() {
+		resp, _ := h.do(&http.Client{}, "GET", "/api/reports/slow", nil)
+		slow <- resp.StatusCode
+	}()
+	<-arrived
+	h.clock.Advance(4*time.Minute + 40*time.Second) // due, 20 s left
+	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusServiceUnavailable, TokenDelay: 300 * time.Millisecond})
+	// While the renewal waits for the auth server, TWC rejects the token.
+	go func() {
+		for h.idp.TokenCalls("refresh_token") == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(release)
+	}()
+	before := len(h.upstreamSeen())
+	resp, body := h.do(&http.Client{}, "GET", "/api/reports/y", nil)
+	if code := <-slow; code != http.StatusUnauthorized {
+		t.Fatalf("the slow request: got %d, want TWC's 401", code)
+	}
+	for _, u := range h.upstreamSeen()[before:] {
+		if u.URI == "/api/reports/y" && tokenOf(t, u) == first {
+			t.Error("the upstream got the service token after it was dropped on TWC's 401")
+		}
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "service_account_unavailable") {
+		t.Errorf("got %d %s, want 503 service_account_unavailable", resp.StatusCode, body)
+	}
+}
