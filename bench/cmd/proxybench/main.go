@@ -20,6 +20,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -70,6 +71,7 @@ type options struct {
 	logSink      string
 	cpuprofile   string
 	bin          string
+	compareBin   string
 	timeout      time.Duration
 }
 
@@ -90,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.sameBytes, "same-bytes-row", false, "also measure the bare proxy fed and forwarding the bytes ours is: the cookie dropped, a token of the ID token's length, X-Forwarded-*, X-Request-Id (informational)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles (bare.pprof, ours.pprof, and bare-same-bytes.pprof with -same-bytes-row) to this directory; ours then runs in-process wiring of the proxy package instead of the binary")
 	fs.StringVar(&o.bin, "bin", "", "twc-auth-proxy binary to measure (default: go build ./cmd/twc-auth-proxy)")
+	fs.StringVar(&o.compareBin, "compare-bin", "", "also measure this other twc-auth-proxy binary (request log on) in the same rounds, e.g. an older build: an A/B within one run (informational)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard limit on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -286,6 +289,7 @@ type oursConfig struct {
 	margin      time.Duration
 	logRequests bool
 	profile     string // set: in-process wiring (child role inproc) writing this CPU profile
+	bin         string // set: this binary instead of the measured one (-compare-bin)
 }
 
 // ours starts our proxy from a generated config (or, for profiling, the
@@ -327,7 +331,7 @@ log:
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		return nil, "", err
 	}
-	p, err := startProc(name, []string{b.bin, "--config", config}, childEnv(), b.logFile(name))
+	p, err := startProc(name, []string{cmp.Or(c.bin, b.bin), "--config", config}, childEnv(), b.logFile(name))
 	if err != nil {
 		return nil, "", err
 	}

@@ -102,6 +102,18 @@ func report(w io.Writer, o options, res *results) {
 				suffix = ", log.requests: false"
 			}
 			rpsRatio, cpuRatio, added := against(bare)
+			if res.kinds[t] == kCompare {
+				checks = append(checks,
+					info(fmt.Sprintf("throughput ÷ bare, %d conns, -compare-bin", conns), fmt.Sprintf("%.2f×", median(rpsRatio))),
+					info(fmt.Sprintf("CPU per request ÷ bare, %d conns, -compare-bin", conns), fmt.Sprintf("%.2f×", median(cpuRatio))))
+				if oi := res.index(kOurs); oi >= 0 {
+					oRPS, oCPU, _ := against(oi)
+					checks = append(checks,
+						info(fmt.Sprintf("throughput -compare-bin ÷ ours, %d conns", conns), fmt.Sprintf("%.2f×", median(oRPS))),
+						info(fmt.Sprintf("CPU per request -compare-bin ÷ ours, %d conns", conns), fmt.Sprintf("%.2f×", median(oCPU))))
+				}
+				continue
+			}
 			checks = append(checks,
 				check{name: fmt.Sprintf("throughput ÷ bare, %d conns%s", conns, suffix), measured: fmt.Sprintf("%.2f×", median(rpsRatio)),
 					limit: fmt.Sprintf("≥ %.2f×", minThroughputRatio), pass: median(rpsRatio) >= minThroughputRatio && errs == 0},

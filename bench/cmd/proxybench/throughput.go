@@ -26,7 +26,8 @@ const (
 	// -token-len): our bytes without our logic (informational).
 	kSame
 	kOurs
-	kQuiet // ours with log.requests: false
+	kQuiet   // ours with log.requests: false
+	kCompare // another build of ours (-compare-bin), log on (informational)
 )
 
 // results is everything the report prints.
@@ -143,7 +144,7 @@ func (b *bench) throughput(ctx context.Context) (*results, error) {
 		}
 	}
 	for i, label := range res.labels {
-		res.peaks = append(res.peaks, procPeak{name: label, peak: peaks[label], ours: res.kinds[i] >= kOurs})
+		res.peaks = append(res.peaks, procPeak{name: label, peak: peaks[label], ours: res.kinds[i] == kOurs || res.kinds[i] == kQuiet})
 	}
 	if _, peak, err := memory(up.pid()); err == nil {
 		res.peaks = append(res.peaks, procPeak{name: "upstream (context)", peak: peak})
@@ -215,6 +216,15 @@ func (b *bench) startFleet(ctx context.Context, res *results, rm *realm, cookie,
 			return nil, err
 		}
 		add(kQuiet, "ours-nolog", "twc-auth-proxy, log.requests: false", quiet, addr, cookie)
+	}
+	if b.o.compareBin != "" && b.o.cpuprofile == "" {
+		other := oursCfg
+		other.bin = b.o.compareBin
+		p, addr, err := b.ours(ctx, "twc-auth-proxy-compare"+tag, other)
+		if err != nil {
+			return nil, err
+		}
+		add(kCompare, "ours-compare", "twc-auth-proxy, -compare-bin", p, addr, cookie)
 	}
 	for _, t := range f.targets {
 		if err := probe(t); err != nil {
