@@ -112,5 +112,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return time.Until(time.Unix(0, ns)).Seconds()
 	})
+	// Every outcome series exists from the start, at 0: a series that
+	// appears only at its first event hides that event from increase()
+	// and rate(), and an alert on it never fires for the first failure.
+	for vec, values := range map[*prometheus.CounterVec][]string{
+		m.Logins:              loginResults,
+		m.Refreshes:           {"success", "shared", "rejected", "invalid", "unavailable"},
+		m.UpstreamErrors:      {"unreachable", "timeout", "canceled"},
+		m.Unauthenticated:     {"no_session", "invalid_session", "expired", "refresh_rejected"},
+		m.ServiceTokenFetches: {"success", "rejected", "error"},
+		m.APITokens:           {"accepted", "rejected", "unavailable"},
+	} {
+		for _, v := range values {
+			vec.WithLabelValues(v)
+		}
+	}
 	return m
 }
+
+// loginResults are the values of twc_auth_proxy_logins_total's result.
+var loginResults = []string{"success", "state_mismatch", "bad_request", "provider_error", "invalid_token",
+	"exchange_rejected", "exchange_failed", "auth_server_timeout", "auth_server_error", "auth_server_not_ready", "session_error"}
