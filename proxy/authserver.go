@@ -291,15 +291,20 @@ func (e *TokenError) Error() string {
 // (often from a front, not the auth server), and the codes
 // temporarily_unavailable and server_error (RFC 6749 §4.1.2.1) and TWC's
 // system_error (keystore problems), which TWC documents. Retrying those
-// later with the same grant can succeed; a 5xx is never a refusal.
+// later with the same grant can succeed; a 5xx is never a refusal. Some
+// servers answer an error with 200 and an OAuth error body: its code
+// decides as it would with a 4xx. A 3xx (a redirect, not followed) is not
+// a refusal.
 func (e *TokenError) Rejected() bool {
 	switch {
-	case e.Status < 400 || e.Status >= 500:
+	case e.Status >= 500 || e.Status >= 300 && e.Status < 400:
 		return false
 	case e.Status == http.StatusRequestTimeout || e.Status == http.StatusTooManyRequests:
 		return false
 	case e.Code == "temporarily_unavailable" || e.Code == "server_error" || e.Code == "system_error":
 		return false
+	case e.Status < 300:
+		return e.Code != ""
 	}
 	return true
 }
@@ -375,6 +380,13 @@ func (a *AuthServer) postToken(ctx context.Context, ep *endpoints, form url.Valu
 	if jsonErr != nil {
 		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 		return nil, fmt.Errorf("%s grant: malformed response (content type %q): %w", grant, ct, jsonErr)
+	}
+	if tr.Error != "" {
+		// An error answered with 200: the body, not the status, says what
+		// went wrong (and whether it is worth retrying).
+		return nil, fmt.Errorf("%s grant: %w", grant, &TokenError{
+			Status: resp.StatusCode, Code: truncate(tr.Error, 64), Description: truncate(tr.ErrorDesc, 200),
+		})
 	}
 	if tr.IDToken == "" {
 		return nil, fmt.Errorf("%s grant: %w", grant, errNoIDToken)

@@ -514,6 +514,53 @@ func TestRefreshTransientTokenErrors(t *testing.T) {
 	}
 }
 
+// TestRefreshErrorAnsweredWith200: some servers answer a token-endpoint
+// error with 200 and an OAuth error body. The body decides, as it would
+// with a 4xx: temporarily_unavailable keeps the session (old token while
+// valid), invalid_grant ends it; either way the log names the error code.
+func TestRefreshErrorAnsweredWith200(t *testing.T) {
+	for _, tt := range []struct {
+		code string
+		keep bool
+	}{
+		{"temporarily_unavailable", true},
+		{"system_error", true},
+		{"invalid_grant", false},
+	} {
+		t.Run(tt.code, func(t *testing.T) {
+			h, c := signedIn(t)
+			first := tokenOf(t, h.lastUpstream())
+			h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusOK, TokenErrorCode: tt.code})
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			resp, body := h.fetch(c, "/a")
+			if tt.keep {
+				if resp.StatusCode != http.StatusOK || tokenOf(t, h.lastUpstream()) != first || !h.hasSession(c) {
+					t.Fatalf("got %d %s (session kept: %v), want 200 with the old token", resp.StatusCode, body, h.hasSession(c))
+				}
+				if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "unavailable"}); got != 1 {
+					t.Errorf("token_refreshes_total{unavailable} = %v, want 1", got)
+				}
+			} else {
+				if resp.StatusCode != http.StatusUnauthorized || h.hasSession(c) {
+					t.Fatalf("got %d %s (session kept: %v), want 401 and the session ended", resp.StatusCode, body, h.hasSession(c))
+				}
+				if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "rejected"}); got != 1 {
+					t.Errorf("token_refreshes_total{rejected} = %v, want 1", got)
+				}
+			}
+			logged := false
+			for _, e := range h.logs.All() {
+				if err, ok := e.ContextMap()["error"].(string); ok && strings.Contains(err, tt.code) {
+					logged = true
+				}
+			}
+			if !logged {
+				t.Errorf("no log line names the error code %q", tt.code)
+			}
+		})
+	}
+}
+
 func TestTokenErrorRejected(t *testing.T) {
 	for _, tt := range []struct {
 		status int
@@ -534,6 +581,9 @@ func TestTokenErrorRejected(t *testing.T) {
 		{http.StatusRequestTimeout, "", false},
 		{http.StatusInternalServerError, "invalid_grant", false},
 		{http.StatusServiceUnavailable, "", false},
+		{http.StatusOK, "invalid_grant", true},
+		{http.StatusOK, "temporarily_unavailable", false},
+		{http.StatusFound, "", false},
 	} {
 		te := &TokenError{Status: tt.status, Code: tt.code}
 		if got := te.Rejected(); got != tt.want {
