@@ -232,6 +232,22 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("discovery: document lacks %s", strings.Join(missing, ", "))
 	}
+	// Endpoints must be absolute. A document fetched over https must not
+	// move the flows to plain http: the token endpoint gets X-Auth-Secret,
+	// codes and refresh tokens, the authorize page the user's password,
+	// and jwks.json the keys that every token is checked against.
+	secure := strings.HasPrefix(strings.ToLower(a.cfg.DiscoveryURL), "https:")
+	for _, kv := range [][2]string{{"authorization_endpoint", doc.AuthURL}, {"token_endpoint", doc.TokenURL}, {"jwks_uri", doc.JWKSURL}} {
+		u, err := url.Parse(kv[1])
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("discovery: %s: %w", kv[0], err)
+		case u.Scheme != "https" && u.Scheme != "http" || u.Host == "":
+			return nil, fmt.Errorf("discovery: %s %q is not an absolute http(s) URL", kv[0], kv[1])
+		case secure && u.Scheme != "https":
+			return nil, fmt.Errorf("discovery: %s %q is plain http in a document served over https", kv[0], kv[1])
+		}
+	}
 	algs := asymmetricAlgs
 	if len(doc.Algorithms) > 0 {
 		algs = nil

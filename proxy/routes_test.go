@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -236,5 +237,69 @@ func TestDiscoveryRetriesUntilAuthServerUp(t *testing.T) {
 	resp, _ = h.navigate(h.browser(), "/x")
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("after discovery: got %d, want 302 to sign in", resp.StatusCode)
+	}
+}
+
+// TestDiscoveryRefusesUnusableEndpoints: a discovery document fetched over
+// https that names an endpoint on plain http would send X-Auth-Secret,
+// codes and refresh tokens (or the user's password, on the authorize page)
+// in clear; a relative endpoint would send the browser to the proxy itself
+// and every token call nowhere. Either is a failed discovery that names
+// the key, not a ready proxy whose logins then fail.
+func TestDiscoveryRefusesUnusableEndpoints(t *testing.T) {
+	for _, tt := range []struct {
+		key, value string // value: %s is the front's https base URL
+		ok         bool
+	}{
+		{"token_endpoint", "http://%s/authentication/api/token", false},
+		{"jwks_uri", "http://%s/authentication/jwks.json", false},
+		{"authorization_endpoint", "http://%s/authentication/authorize", false},
+		{"token_endpoint", "/authentication/api/token", false},
+		{"authorization_endpoint", "/authentication/authorize", false},
+		{"jwks_uri", "jwks.json", false},
+		{"token_endpoint", "https://%s/authentication/api/token", true},
+	} {
+		t.Run(tt.key+" "+tt.value, func(t *testing.T) {
+			h := newHarness(t)
+			var front *httptest.Server
+			front = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				base := front.URL + "/authentication"
+				doc := map[string]any{
+					"issuer":                                base,
+					"authorization_endpoint":                base + "/authorize",
+					"token_endpoint":                        base + "/api/token",
+					"jwks_uri":                              base + "/jwks.json",
+					"id_token_signing_alg_values_supported": []string{"RS256"},
+				}
+				v := tt.value
+				if strings.Contains(v, "%s") {
+					v = fmt.Sprintf(v, strings.TrimPrefix(front.URL, "https://"))
+				}
+				doc[tt.key] = v
+				w.Header().Set("Content-Type", "application/json")
+				json.NewEncoder(w).Encode(doc)
+			}))
+			defer front.Close()
+
+			a := NewAuthServer(AuthConfig{IssuerURL: front.URL + "/authentication", ClientID: testClientID, Timeout: time.Second},
+				front.Client(), h.server.log, NewMetrics(newRegistry()))
+			h.server.auth = a
+			err := a.Discover(t.Context())
+			if tt.ok {
+				if err != nil || !a.Ready() {
+					t.Fatalf("Discover: %v, want success", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.key) {
+				t.Fatalf("Discover: %v, want an error naming %s", err, tt.key)
+			}
+			if a.Ready() {
+				t.Fatal("ready after a discovery document with an unusable endpoint")
+			}
+			if resp, body := h.navigate(h.browser(), "/x"); resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("got %d %s, want 503: no login may start", resp.StatusCode, body)
+			}
+		})
 	}
 }
