@@ -232,10 +232,14 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("discovery: document lacks %s", strings.Join(missing, ", "))
 	}
-	// Endpoints must be absolute. A document fetched over https must not
-	// move the flows to plain http: the token endpoint gets X-Auth-Secret,
-	// codes and refresh tokens, the authorize page the user's password,
-	// and jwks.json the keys that every token is checked against.
+	// Endpoints must be absolute: a relative one would send browsers to
+	// the proxy itself and fail every token and key call. A document
+	// fetched over https that moves a flow to plain http is warned about,
+	// not refused (no other OIDC client refuses it, and a TWC behind a
+	// TLS front may publish its own http address): the token endpoint
+	// gets X-Auth-Secret, codes and refresh tokens, the authorize page the
+	// user's password, and jwks.json the keys every token is checked
+	// against, all in clear.
 	secure := strings.HasPrefix(strings.ToLower(a.cfg.DiscoveryURL), "https:")
 	for _, kv := range [][2]string{{"authorization_endpoint", doc.AuthURL}, {"token_endpoint", doc.TokenURL}, {"jwks_uri", doc.JWKSURL}} {
 		u, err := url.Parse(kv[1])
@@ -245,7 +249,8 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 		case u.Scheme != "https" && u.Scheme != "http" || u.Host == "":
 			return nil, fmt.Errorf("discovery: %s %q is not an absolute http(s) URL", kv[0], kv[1])
 		case secure && u.Scheme != "https":
-			return nil, fmt.Errorf("discovery: %s %q is plain http in a document served over https", kv[0], kv[1])
+			a.log.Warn("discovery: an endpoint is plain http in a document served over https: secrets and tokens to it travel in clear; fix the auth server's advertised URL",
+				zap.String("key", kv[0]), zap.String("url", kv[1]))
 		}
 	}
 	algs := asymmetricAlgs

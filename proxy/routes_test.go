@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 func TestSignOut(t *testing.T) {
@@ -240,20 +242,20 @@ func TestDiscoveryRetriesUntilAuthServerUp(t *testing.T) {
 	}
 }
 
-// TestDiscoveryRefusesUnusableEndpoints: a discovery document fetched over
-// https that names an endpoint on plain http would send X-Auth-Secret,
-// codes and refresh tokens (or the user's password, on the authorize page)
-// in clear; a relative endpoint would send the browser to the proxy itself
-// and every token call nowhere. Either is a failed discovery that names
-// the key, not a ready proxy whose logins then fail.
-func TestDiscoveryRefusesUnusableEndpoints(t *testing.T) {
+// TestDiscoveryEndpointsChecked: a relative endpoint would send the browser
+// to the proxy itself and every token call nowhere: a failed discovery that
+// names the key, not a ready proxy whose logins then fail. A document
+// fetched over https that names an endpoint on plain http (X-Auth-Secret,
+// codes and refresh tokens, or the user's password, in clear) works, with
+// a warning naming the key.
+func TestDiscoveryEndpointsChecked(t *testing.T) {
 	for _, tt := range []struct {
 		key, value string // value: %s is the front's https base URL
 		ok         bool
 	}{
-		{"token_endpoint", "http://%s/authentication/api/token", false},
-		{"jwks_uri", "http://%s/authentication/jwks.json", false},
-		{"authorization_endpoint", "http://%s/authentication/authorize", false},
+		{"token_endpoint", "http://%s/authentication/api/token", true},
+		{"jwks_uri", "http://%s/authentication/jwks.json", true},
+		{"authorization_endpoint", "http://%s/authentication/authorize", true},
 		{"token_endpoint", "/authentication/api/token", false},
 		{"authorization_endpoint", "/authentication/authorize", false},
 		{"jwks_uri", "jwks.json", false},
@@ -288,6 +290,12 @@ func TestDiscoveryRefusesUnusableEndpoints(t *testing.T) {
 			if tt.ok {
 				if err != nil || !a.Ready() {
 					t.Fatalf("Discover: %v, want success", err)
+				}
+				// Plain http under an https document works, with a warning
+				// naming the key; https gets none.
+				warned := h.logs.FilterLevelExact(zap.WarnLevel).FilterMessageSnippet("plain http").FilterField(zap.String("key", tt.key)).Len() > 0
+				if plain := strings.HasPrefix(tt.value, "http:"); warned != plain {
+					t.Fatalf("warned about %s: %t, want %t", tt.key, warned, plain)
 				}
 				return
 			}
