@@ -349,3 +349,53 @@ func FuzzSafeReturnPath(f *testing.F) {
 		}
 	})
 }
+
+// TestMalformedRequestBodyIsTheClientsError: a request body the proxy
+// cannot read (a chunk size that overflows, is negative, or has an
+// extension longer than Go allows) is the client's fault. It gets a 400,
+// not a 502 saying the application could not be reached, and it is not
+// counted or logged as an upstream failure, which the README says to alert
+// on: any signed-in user (or anyone on a skip_auth path) could otherwise
+// raise that alert at will. The proxy keeps serving the next request.
+func TestMalformedRequestBodyIsTheClientsError(t *testing.T) {
+	h, c := signedIn(t)
+	u := mustURL(h.proxy.URL)
+	var cookies []string
+	for _, ck := range c.Jar.Cookies(u) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	for name, body := range map[string]string{
+		"size overflows": "FFFFFFFFFFFFFFFFF1\r\nabc\r\n0\r\n\r\n",
+		"negative size":  "-1\r\nabc\r\n0\r\n\r\n",
+		"huge extension": "3;" + strings.Repeat("x", 100<<10) + "\r\nabc\r\n0\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(conn, "POST /upload HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\n"+
+				"Transfer-Encoding: chunked\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n"+body)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"bad_request"`) {
+				t.Errorf("got %d %s, want 400 bad_request", resp.StatusCode, b)
+			}
+		})
+	}
+	if got := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "unreachable"}); got != 0 {
+		t.Errorf("upstream_errors_total{unreachable} = %v, want 0: the upstream did nothing wrong", got)
+	}
+	if n := h.logs.FilterMessage("upstream request failed").Len(); n != 0 {
+		t.Errorf("%d \"upstream request failed\" lines for the client's bad bodies", n)
+	}
+	if resp, body := h.fetch(c, "/after"); resp.StatusCode != http.StatusOK {
+		t.Errorf("next request: %d %s", resp.StatusCode, body)
+	}
+}

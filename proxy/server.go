@@ -215,7 +215,8 @@ type recorder struct {
 	opensSession  bool           // set by serveServiceAccount: the others wait for this request's answer
 	serviceJar    *cookiejar.Jar // the service session's jar the request went with (Rewrite)
 	upstreamStart time.Time
-	wait          waiting // in the watchdog's list while the upstream's headers are awaited
+	wait          waiting    // in the watchdog's list while the upstream's headers are awaited
+	body          bodyReader // the client's request body, when it has one
 
 	// vals backs the one-value slices of the headers the proxy sets
 	// (X-Request-Id both ways, Authorization, X-Forwarded-*), so that

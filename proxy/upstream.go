@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,14 +41,38 @@ func (s *Server) forward(w *recorder, r *http.Request, authorization string, ser
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer s.watchdog.end(&w.wait)
-	if r.Body == nil || r.Body == http.NoBody {
+	hasBody := r.Body != nil && r.Body != http.NoBody
+	if !hasBody {
 		s.watchdog.start(&w.wait, w.upstreamStart, cancel)
 	} else {
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 			WroteRequest: func(httptrace.WroteRequestInfo) { s.watchdog.start(&w.wait, time.Now(), cancel) },
 		})
 	}
-	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, proxyStateKey{}, w)))
+	out := r.WithContext(context.WithValue(ctx, proxyStateKey{}, w))
+	if hasBody {
+		w.body.ReadCloser = r.Body
+		out.Body = &w.body
+	}
+	s.rp.ServeHTTP(w, out)
+}
+
+// bodyReader is the client's request body on its way upstream. It notes
+// that reading it failed (a malformed chunked encoding: a chunk size that
+// overflows or is not hex, an extension too long), so that upstreamError
+// can tell the client's fault from the upstream's: the transport reports
+// both the same way. The transport reads it on a goroutine of its own.
+type bodyReader struct {
+	io.ReadCloser
+	failed atomic.Bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+	}
+	return n, err
 }
 
 func stateOf(r *http.Request) *recorder {
@@ -288,6 +314,16 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 		// that body instead, but the server has cancelled the context
 		// before that read returned.
 		kind = "canceled"
+	case st != nil && st.body.failed.Load():
+		// The client is still there but its body could not be read: a
+		// bad request, not an upstream failure (nor one to alert on).
+		st.outcome = "bad_request_body"
+		if st.service {
+			s.cfg.ServiceAccount.endTurn(st, 0)
+		}
+		s.log.Debug("request body unreadable", zap.String("request_id", st.id), zap.Error(err))
+		s.fail(rw, r, http.StatusBadRequest, "Bad request", "The request body could not be read: it is not valid HTTP.")
+		return
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		kind, status = "timeout", http.StatusGatewayTimeout
 	}
