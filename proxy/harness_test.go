@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -318,6 +319,29 @@ func tokenOf(t *testing.T, r upstreamRequest) string {
 func (h *harness) cookies(c *http.Client) []*http.Cookie {
 	u, _ := url.Parse(h.proxy.URL)
 	return c.Jar.Cookies(u)
+}
+
+// cookieHeader is the Cookie header value c's jar sends to the proxy, for
+// requests written by hand.
+func (h *harness) cookieHeader(c *http.Client) string {
+	var pairs []string
+	for _, ck := range h.cookies(c) {
+		pairs = append(pairs, ck.Name+"="+ck.Value)
+	}
+	return strings.Join(pairs, "; ")
+}
+
+// dialProxy opens a raw connection to the proxy, for requests written by
+// hand; it has a 5 s deadline and is closed with the test.
+func (h *harness) dialProxy() net.Conn {
+	h.t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.proxy.URL, "http://"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	return conn
 }
 
 func (h *harness) hasSession(c *http.Client) bool {

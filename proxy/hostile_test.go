@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -300,18 +299,10 @@ func TestRefusedUpgradeLeavesNoOpenTunnel(t *testing.T) {
 		}
 	})
 	u := mustURL(h.proxy.URL)
-	var cookies []string
-	for _, ck := range c.Jar.Cookies(u) {
-		cookies = append(cookies, ck.Name+"="+ck.Value)
-	}
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	cookies := h.cookieHeader(c)
+	conn := h.dialProxy()
 	br := bufio.NewReader(conn)
-	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n")
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+cookies+"\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -360,24 +351,16 @@ func FuzzSafeReturnPath(f *testing.F) {
 func TestMalformedRequestBodyIsTheClientsError(t *testing.T) {
 	h, c := signedIn(t)
 	u := mustURL(h.proxy.URL)
-	var cookies []string
-	for _, ck := range c.Jar.Cookies(u) {
-		cookies = append(cookies, ck.Name+"="+ck.Value)
-	}
+	cookies := h.cookieHeader(c)
 	for name, body := range map[string]string{
 		"size overflows": "FFFFFFFFFFFFFFFFF1\r\nabc\r\n0\r\n\r\n",
 		"negative size":  "-1\r\nabc\r\n0\r\n\r\n",
 		"huge extension": "3;" + strings.Repeat("x", 100<<10) + "\r\nabc\r\n0\r\n\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", u.Host)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			conn := h.dialProxy()
 			io.WriteString(conn, "POST /upload HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\n"+
-				"Transfer-Encoding: chunked\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n"+body)
+				"Transfer-Encoding: chunked\r\nCookie: "+cookies+"\r\n\r\n"+body)
 			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 			if err != nil {
 				t.Fatal(err)

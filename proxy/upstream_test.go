@@ -562,16 +562,9 @@ func TestStreamingAndWebsocket(t *testing.T) {
 
 	// A websocket upgrade passes through with the Token header.
 	u := mustURL(h.proxy.URL)
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var cookies []string
-	for _, ck := range c.Jar.Cookies(u) {
-		cookies = append(cookies, ck.Name+"="+ck.Value)
-	}
-	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n")
+	conn := h.dialProxy()
+	cookies := h.cookieHeader(c)
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+cookies+"\r\n\r\n")
 	br := bufio.NewReader(conn)
 	wsResp, err := http.ReadResponse(br, nil)
 	if err != nil || wsResp.StatusCode != http.StatusSwitchingProtocols {
@@ -738,10 +731,7 @@ func TestClientAbortedUploadIsNotAnUpstreamError(t *testing.T) {
 		o.upstream = func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }
 	})
 	u := mustURL(h.proxy.URL)
-	var cookies []string
-	for _, ck := range c.Jar.Cookies(u) {
-		cookies = append(cookies, ck.Name+"="+ck.Value)
-	}
+	cookies := h.cookieHeader(c)
 	const uploads = 5
 	for i := range uploads {
 		conn, err := net.Dial("tcp", u.Host)
@@ -750,7 +740,7 @@ func TestClientAbortedUploadIsNotAnUpstreamError(t *testing.T) {
 		}
 		path := "/upload/" + strconv.Itoa(i)
 		io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nContent-Length: 100000\r\n"+
-			"Cookie: "+strings.Join(cookies, "; ")+"\r\n\r\n"+strings.Repeat("x", 1000))
+			"Cookie: "+cookies+"\r\n\r\n"+strings.Repeat("x", 1000))
 		time.Sleep(50 * time.Millisecond) // the upstream has the first part
 		conn.Close()
 		line := h.requestLine(path)
@@ -842,17 +832,9 @@ func TestWebsocketIsLoggedAs101(t *testing.T) {
 		}
 	})
 	u := mustURL(h.proxy.URL)
-	var cookies []string
-	for _, ck := range c.Jar.Cookies(u) {
-		cookies = append(cookies, ck.Name+"="+ck.Value)
-	}
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+strings.Join(cookies, "; ")+"\r\n\r\n")
+	conn := h.dialProxy()
+	cookies := h.cookieHeader(c)
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: "+cookies+"\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: %v %v", resp, err)
