@@ -819,16 +819,9 @@ func TestUpstreamRedirectToItselfStaysOnTheProxy(t *testing.T) {
 func TestWebsocketIsLoggedAs101(t *testing.T) {
 	h, c := signedIn(t, func(o *harnessOpts) {
 		o.upstream = func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/ws" {
-				return
+			if r.URL.Path == "/ws" {
+				writeRaw(w, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 			}
-			conn, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-			brw.Flush()
 		}
 	})
 	u := mustURL(h.proxy.URL)
@@ -856,16 +849,9 @@ func TestWebsocketIsLoggedAs101(t *testing.T) {
 func TestAbortedResponseIsLoggedSo(t *testing.T) {
 	h, c := signedIn(t, func(o *harnessOpts) {
 		o.upstream = func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/big" {
-				return
+			if r.URL.Path == "/big" { // 10 of 100000 bytes
+				writeRaw(w, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n0123456789")
 			}
-			conn, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n0123456789")
-			brw.Flush()
-			conn.Close() // 10 of 100000 bytes
 		}
 	})
 	// The cut comes before or after the buffered status reaches the client.
@@ -883,4 +869,16 @@ func TestAbortedResponseIsLoggedSo(t *testing.T) {
 	if resp, _ := h.fetch(c, "/after"); resp.StatusCode != http.StatusOK {
 		t.Errorf("next request: got %d, want 200", resp.StatusCode)
 	}
+}
+
+// writeRaw takes over an upstream handler's connection, writes raw on it
+// and closes it: an answer net/http would not write.
+func writeRaw(w http.ResponseWriter, raw string) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	brw.WriteString(raw)
+	brw.Flush()
 }
