@@ -363,22 +363,16 @@ func defaultCookiePath(p string) string {
 // as never expiring.
 var maxUnixNano = time.Unix(0, math.MaxInt64)
 
-// note records the expiry of a session cookie the jar now sends, as the
-// jar reads it: Max-Age wins over Expires.
+// note records the expiry of a session cookie the jar now sends, read by
+// cookieExpiry as the jar reads it.
 func (s *serviceSession) note(c *http.Cookie, now time.Time) {
-	var until int64
-	switch {
-	case c.MaxAge < 0: // Max-Age=0 or negative: cleared
-	case c.MaxAge > 0:
-		if d := time.Duration(c.MaxAge) * time.Second; d/time.Second != time.Duration(c.MaxAge) || now.Add(d).After(maxUnixNano) {
-			until = math.MaxInt64
-		} else {
-			until = now.Add(d).UnixNano()
-		}
-	case c.Expires.IsZero() || c.Expires.After(maxUnixNano):
+	var until int64 // 0: cleared
+	switch exp, removal := cookieExpiry(c, now); {
+	case removal:
+	case exp.IsZero() || exp.After(maxUnixNano):
 		until = math.MaxInt64
-	case c.Expires.After(now):
-		until = c.Expires.UnixNano()
+	default:
+		until = exp.UnixNano()
 	}
 	s.until.Store(until)
 	if until != 0 {
