@@ -301,6 +301,9 @@ func (s *Server) setsOwnCookie(line string) bool {
 func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err error) {
 	kind, status := "unreachable", http.StatusBadGateway
 	st := stateOf(r)
+	if st != nil && st.service {
+		s.cfg.ServiceAccount.endTurn(st, 0) // no answer: a waiting request opens the session
+	}
 	var ne net.Error
 	switch {
 	case st != nil && s.watchdog.stop(&st.wait, false):
@@ -318,9 +321,6 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 		// The client is still there but its body could not be read: a
 		// bad request, not an upstream failure (nor one to alert on).
 		st.outcome = "bad_request_body"
-		if st.service {
-			s.cfg.ServiceAccount.endTurn(st, 0)
-		}
 		s.log.Debug("request body unreadable", zap.String("request_id", st.id), zap.Error(err))
 		s.fail(rw, r, http.StatusBadRequest, "Bad request", "The request body could not be read: it is not valid HTTP.")
 		return
@@ -332,9 +332,6 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 	if st != nil {
 		id = st.id
 		st.outcome = "upstream_" + kind
-		if st.service {
-			s.cfg.ServiceAccount.endTurn(st, 0)
-		}
 	}
 	s.log.Warn("upstream request failed", zap.String("request_id", id), zap.String("kind", kind), zap.Error(err))
 	if kind == "canceled" {
