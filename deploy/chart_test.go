@@ -507,15 +507,7 @@ func TestChartNotesSidecarSnippet(t *testing.T) {
 		}
 	}
 
-	dir := filepath.Join(t.TempDir(), "dashboard-with-sidecar")
-	if err := os.CopyFS(dir, os.DirFS(exampleDir)); err != nil {
-		t.Fatal(err)
-	}
-	os.RemoveAll(filepath.Join(dir, "charts"))
-	os.Remove(filepath.Join(dir, "Chart.lock"))
-	if err := os.CopyFS(filepath.Join(dir, "charts", "twc-auth-proxy"), os.DirFS(chartDir)); err != nil {
-		t.Fatal(err)
-	}
+	dir := exampleChart(t)
 	write(t, filepath.Join(dir, "templates", "deployment.yaml"), tmpl.String())
 	out, err := helm(t, "template", "twc", dir, "-f", filepath.Join(dir, "ci-values.yaml"), "--show-only", "templates/deployment.yaml")
 	if err != nil {
@@ -548,16 +540,7 @@ func TestChartNotesSidecarSnippet(t *testing.T) {
 // chart as a dependency (mode sidecar), and checks its pod like the others.
 func TestSidecarIncludedFromAnotherChart(t *testing.T) {
 	helmBin(t)
-	dir := filepath.Join(t.TempDir(), "dashboard-with-sidecar")
-	if err := os.CopyFS(dir, os.DirFS(exampleDir)); err != nil {
-		t.Fatal(err)
-	}
-	// What `helm dependency update` would put there, from this checkout.
-	os.RemoveAll(filepath.Join(dir, "charts"))
-	os.Remove(filepath.Join(dir, "Chart.lock"))
-	if err := os.CopyFS(filepath.Join(dir, "charts", "twc-auth-proxy"), os.DirFS(chartDir)); err != nil {
-		t.Fatal(err)
-	}
+	dir := exampleChart(t)
 	values := filepath.Join(dir, "ci-values.yaml")
 	if out, err := helm(t, "lint", "--strict", dir, "-f", values); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -582,4 +565,21 @@ func write(t *testing.T, name, data string) {
 	if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// exampleChart copies helm/examples/dashboard-with-sidecar into a temporary
+// directory with this checkout's chart as its dependency (what
+// `helm dependency update` would put there) and returns the copy.
+func exampleChart(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "dashboard-with-sidecar")
+	if err := os.CopyFS(dir, os.DirFS(exampleDir)); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir, "charts"))
+	os.Remove(filepath.Join(dir, "Chart.lock"))
+	if err := os.CopyFS(filepath.Join(dir, "charts", "twc-auth-proxy"), os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
