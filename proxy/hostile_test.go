@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
+	"go.uber.org/zap"
 )
 
 // localLocation reports whether a Location header stays on the proxy's
@@ -380,5 +381,68 @@ func TestMalformedRequestBodyIsTheClientsError(t *testing.T) {
 	}
 	if resp, body := h.fetch(c, "/after"); resp.StatusCode != http.StatusOK {
 		t.Errorf("next request: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestHostileCallbacksLogNoWarnings: anyone can send a browser, or a
+// script, to the callback with a made-up state or code, an error of their
+// choosing, or a real sign-in's state and a forged code. Each such request
+// is one client's mistake: counted in logins_total by its result and logged
+// at info with its request_id, never at warn, where a loop of them would
+// bury what the operator must act on. A failure only the proxy's own set-up
+// or the auth server can cause (the token endpoint refusing the proxy's
+// client, or failing) is still a warning.
+func TestHostileCallbacksLogNoWarnings(t *testing.T) {
+	h := newHarness(t)
+	c := h.browser()
+	const rounds = 10
+	for range rounds {
+		// A sign-in this client started, for the callbacks that need its state.
+		resp, _ := h.navigate(c, "/oauth2/start?rd=/")
+		state := mustURL(resp.Header.Get("Location")).Query().Get("state")
+		for _, q := range []url.Values{
+			{"state": {"forged"}, "code": {"x"}},                    // state_mismatch
+			{"state": {"a", "b"}, "code": {"x"}},                    // bad_request
+			{"error": {"access_denied"}, "state": {"forged"}},       // provider_error, not its sign-in
+			{"state": {state}, "code": {"forged-or-replayed-code"}}, // exchange_rejected: invalid_grant
+		} {
+			h.navigate(c, "/oauth2/callback?"+q.Encode())
+		}
+		resp, _ = h.navigate(c, "/oauth2/start?rd=/")
+		state = mustURL(resp.Header.Get("Location")).Query().Get("state")
+		h.navigate(c, "/oauth2/callback?"+url.Values{"error": {"system_error"}, "state": {state}}.Encode()) // provider_error
+	}
+	for result, want := range map[string]float64{"state_mismatch": rounds, "bad_request": rounds, "provider_error": 2 * rounds, "exchange_rejected": rounds} {
+		if got := h.metric("twc_auth_proxy_logins_total", map[string]string{"result": result}); got != want {
+			t.Errorf("logins_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+	for _, e := range h.logs.FilterLevelExact(zap.WarnLevel).All() {
+		t.Errorf("warning for a client's callback: %s %v", e.Message, e.ContextMap())
+	}
+	for _, e := range h.logs.FilterLevelExact(zap.ErrorLevel).All() {
+		t.Errorf("error for a client's callback: %s %v", e.Message, e.ContextMap())
+	}
+	failed := h.logs.FilterMessage("login failed").All()
+	if len(failed) != 5*rounds {
+		t.Fatalf("got %d \"login failed\" lines, want %d", len(failed), 5*rounds)
+	}
+	for _, e := range failed {
+		if id, _ := e.ContextMap()["request_id"].(string); e.Level != zap.InfoLevel || id == "" {
+			t.Errorf("login failed at %s with request_id %q, want info with one", e.Level, id)
+		}
+	}
+
+	// The token endpoint refusing the proxy itself (its client secret) is
+	// for the operator: a warning, with the request's id.
+	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusUnauthorized, TokenErrorCode: "invalid_client"})
+	resp, _ := h.navigate(c, "/x")
+	cb := h.signInAt(c, resp, testUser, testPassword)
+	if resp, _ := h.navigate(c, cb.String()); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("callback with the client refused: got %d, want 401", resp.StatusCode)
+	}
+	warned := h.logs.FilterLevelExact(zap.WarnLevel).FilterMessage("login failed").FilterField(zap.String("result", "exchange_rejected")).All()
+	if len(warned) != 1 || warned[0].ContextMap()["request_id"] == "" {
+		t.Errorf("token endpoint refusing the client: warnings %v, want one with the request_id", warned)
 	}
 }

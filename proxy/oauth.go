@@ -15,6 +15,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/oauth2"
 )
 
@@ -180,8 +181,32 @@ func authorizationError(code string) bool {
 
 func (s *Server) loginFailed(w *recorder, r *http.Request, result string, status int, msg string, err error) {
 	s.m.Logins.WithLabelValues(result).Inc()
-	s.log.Warn("login failed", zap.String("request_id", w.id), zap.String("result", result), zap.Error(err))
+	if ce := s.log.Check(loginFailureLevel(result, err), "login failed"); ce != nil {
+		ce.Write(zap.String("request_id", w.id), zap.String("result", result), zap.Error(err))
+	}
 	s.fail(w, r, status, "Sign-in failed", msg)
+}
+
+// loginFailureLevel is the level of a failed login's log line: warn when
+// the operator may have to act (the auth server failing, or refusing the
+// proxy's own client), info when it is down to what the callback request
+// brought, which anyone can forge or replay in a loop: a malformed
+// request, a state of no sign-in of this browser, an error in the
+// authorization response (the browser carries it, whatever the auth
+// server said), a code the token endpoint refuses as invalid_grant
+// (expired, spent, made up). Before discovery the retrying discovery warns
+// already. logins_total counts them all by result.
+func loginFailureLevel(result string, err error) zapcore.Level {
+	switch result {
+	case "bad_request", "state_mismatch", "provider_error", "auth_server_not_ready":
+		return zapcore.InfoLevel
+	case "exchange_rejected":
+		var te *TokenError
+		if errors.As(err, &te) && te.Code == "invalid_grant" {
+			return zapcore.InfoLevel
+		}
+	}
+	return zapcore.WarnLevel
 }
 
 // signOut serves /oauth2/sign_out: clear the session, then leave through the
