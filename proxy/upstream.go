@@ -333,11 +333,15 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 		id = st.id
 		st.outcome = "upstream_" + kind
 	}
-	s.log.Warn("upstream request failed", zap.String("request_id", id), zap.String("kind", kind), zap.Error(err))
 	if kind == "canceled" {
+		// The client's doing, which the request line (499,
+		// upstream_canceled) and the metric already say: a warning per
+		// hang-up would let any caller fill the log with them.
+		s.log.Debug("client went away before the upstream answered", zap.String("request_id", id), zap.Error(err))
 		rw.WriteHeader(499) // nginx's "client closed request", for the log line only
 		return
 	}
+	s.log.Warn("upstream request failed", zap.String("request_id", id), zap.String("kind", kind), zap.Error(err))
 	msg := "The application behind the proxy could not be reached."
 	if status == http.StatusGatewayTimeout {
 		msg = "The application behind the proxy did not answer in time."

@@ -756,6 +756,44 @@ func TestClientAbortedUploadIsNotAnUpstreamError(t *testing.T) {
 	}
 }
 
+// TestClientGoneIsNotAWarning: a client that hangs up before the upstream
+// answers (a closed tab, a script's own timeout, or one doing it on
+// purpose in a loop) is its own doing: its request line says 499,
+// upstream_canceled, and upstream_errors_total{kind="canceled"} counts it,
+// but no warning is logged for it, or any signed-in user could fill the
+// log with them.
+func TestClientGoneIsNotAWarning(t *testing.T) {
+	noLeaks(t)
+	arrived := make(chan struct{})
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/hang/") {
+				arrived <- struct{}{}
+				<-r.Context().Done()
+			}
+		}
+	})
+	u := mustURL(h.proxy.URL)
+	cookies := h.cookieHeader(c)
+	const gone = 5
+	for i := range gone {
+		conn := h.dialProxy()
+		path := "/hang/" + strconv.Itoa(i)
+		io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nCookie: "+cookies+"\r\n\r\n")
+		<-arrived
+		conn.Close()
+		if line := h.requestLine(path); line["status"] != int64(499) || line["outcome"] != "upstream_canceled" {
+			t.Errorf("%s: request line status %v, outcome %v; want 499, upstream_canceled", path, line["status"], line["outcome"])
+		}
+	}
+	if n := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "canceled"}); n != gone {
+		t.Errorf("upstream_errors_total{canceled} = %v, want %d", n, gone)
+	}
+	for _, e := range h.logs.FilterLevelExact(zap.WarnLevel).All() {
+		t.Errorf("warning for a client that went away: %s %v", e.Message, e.ContextMap())
+	}
+}
+
 // TestUpstreamRedirectToItselfStaysOnTheProxy: the upstream gets its own
 // host in Host, so a redirect it builds from Host (servlet containers'
 // sendRedirect, many frameworks) names the upstream's address, which the
