@@ -79,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		UpstreamErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "twc_auth_proxy_upstream_errors_total",
-			Help: "Proxied requests that got no answer from the upstream, by kind (timeout, unreachable, canceled).",
+			Help: "Proxied requests that got no answer from the upstream, by kind (timeout, unreachable, canceled), or a truncated one (aborted: the upstream broke off its answer after the headers).",
 		}, []string{"kind"}),
 		Unauthenticated: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "twc_auth_proxy_unauthenticated_requests_total",
@@ -118,7 +118,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for vec, values := range map[*prometheus.CounterVec][]string{
 		m.Logins:              loginResults,
 		m.Refreshes:           {"success", "shared", "rejected", "invalid", "unavailable"},
-		m.UpstreamErrors:      {"unreachable", "timeout", "canceled"},
+		m.UpstreamErrors:      {"unreachable", "timeout", "canceled", "aborted"},
 		m.Unauthenticated:     {"no_session", "invalid_session", "expired", "refresh_rejected"},
 		m.ServiceTokenFetches: {"success", "rejected", "error"},
 		m.APITokens:           {"accepted", "rejected", "unavailable"},

@@ -95,6 +95,8 @@ type Server struct {
 	// upstream URL's path without its trailing '/') recognise Locations
 	// that point at the upstream itself; see localLocation.
 	upstreamOrigin, upstreamBase string
+	// upstreamURL names the upstream in log lines about its failures.
+	upstreamURL string
 }
 
 // New builds the proxy handler. auth must be discovered (Run) before
@@ -120,6 +122,7 @@ func New(cfg Config, log *zap.Logger, store *session.Store, auth *AuthServer, m 
 
 		upstreamOrigin: cfg.Upstream.Scheme + "://" + cfg.Upstream.Host,
 		upstreamBase:   strings.TrimSuffix(cfg.Upstream.Path, "/"),
+		upstreamURL:    cfg.Upstream.Redacted(),
 	}
 	switch s.callbackPath {
 	case pathStart, pathSignOut, pathUserInfo, pathAuth:
@@ -148,6 +151,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			// says so; then the server drops the connection as asked.
 			if p == http.ErrAbortHandler {
 				w.outcome = "aborted"
+				s.upstreamAborted(w, r)
 			}
 			s.finish(w, r)
 			panic(p)
@@ -215,8 +219,9 @@ type recorder struct {
 	opensSession  bool           // set by serveServiceAccount: the others wait for this request's answer
 	serviceJar    *cookiejar.Jar // the service session's jar the request went with (Rewrite)
 	upstreamStart time.Time
-	wait          waiting    // in the watchdog's list while the upstream's headers are awaited
-	body          bodyReader // the client's request body, when it has one
+	wait          waiting      // in the watchdog's list while the upstream's headers are awaited
+	body          bodyReader   // the client's request body, when it has one
+	answer        answerReader // the upstream's answer body, once its headers are in
 
 	// vals backs the one-value slices of the headers the proxy sets
 	// (X-Request-Id both ways, Authorization, X-Forwarded-*), so that

@@ -75,6 +75,25 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// answerReader is the upstream's answer body on its way to the client. It
+// keeps the first error reading it failed with (the upstream reset the
+// connection or closed it short of its Content-Length), so that
+// upstreamAborted can tell an answer the upstream broke off from one the
+// client left: ReverseProxy aborts both the same way. ReverseProxy reads
+// it on the request's goroutine.
+type answerReader struct {
+	io.ReadCloser
+	err error
+}
+
+func (a *answerReader) Read(p []byte) (int, error) {
+	n, err := a.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && a.err == nil {
+		a.err = err
+	}
+	return n, err
+}
+
 func stateOf(r *http.Request) *recorder {
 	st, _ := r.Context().Value(proxyStateKey{}).(*recorder)
 	return st
@@ -210,6 +229,11 @@ func (s *Server) modifyResponse(res *http.Response) error {
 			return errHeadersTimeout // came just after the deadline: the timeout won
 		}
 		s.m.UpstreamDuration.Observe(time.Since(st.upstreamStart).Seconds())
+		// Not a 101's: ReverseProxy needs its body as the connection.
+		if res.StatusCode != http.StatusSwitchingProtocols && res.Body != nil && res.Body != http.NoBody {
+			st.answer.ReadCloser = res.Body
+			res.Body = &st.answer
+		}
 		if st.service {
 			sa := s.cfg.ServiceAccount
 			status := res.StatusCode
@@ -347,6 +371,21 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 		msg = "The application behind the proxy did not answer in time."
 	}
 	s.fail(rw, r, status, "Upstream unavailable", msg)
+}
+
+// upstreamAborted counts and logs an answer that ReverseProxy aborted in
+// the middle of its body, when the upstream broke it off: reading it
+// failed while the client was still there. When the client went away
+// (the write to it failed, or its leaving cancelled the read) its request
+// line says "aborted" and nothing more is to be done.
+func (s *Server) upstreamAborted(w *recorder, r *http.Request) {
+	err := w.answer.err
+	if err == nil || r.Context().Err() != nil {
+		return
+	}
+	s.m.UpstreamErrors.WithLabelValues("aborted").Inc()
+	s.log.Warn("upstream broke off its answer after the headers; the client got a truncated body",
+		zap.String("request_id", w.id), zap.String("upstream", s.upstreamURL), zap.Int("status", w.status()), zap.Error(err))
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers instead of

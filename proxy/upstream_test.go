@@ -909,6 +909,72 @@ func TestAbortedResponseIsLoggedSo(t *testing.T) {
 	}
 }
 
+// TestUpstreamCutMidBodyIsCounted: an upstream that breaks off its answer
+// after the headers (it crashed, was killed, reset the connection) leaves
+// the client with a truncated download under a 200. The operator sees it:
+// upstream_errors_total{kind="aborted"} and a warning with the request's
+// id and the upstream. A client that hangs up in the middle of an answer
+// is the client's doing: its request line says aborted too, but nothing is
+// counted or warned.
+func TestUpstreamCutMidBodyIsCounted(t *testing.T) {
+	noLeaks(t)
+	streaming := make(chan struct{})
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/cut": // 10 of 100000 bytes, then the connection closes
+				writeRaw(w, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n0123456789")
+			case "/stream":
+				io.WriteString(w, "first part")
+				w.(http.Flusher).Flush()
+				close(streaming)
+				<-r.Context().Done()
+			}
+		}
+	})
+	// By hand: an http.Client sends a GET again when its reused connection
+	// closes before the status line arrives.
+	u := mustURL(h.proxy.URL)
+	conn := h.dialProxy()
+	io.WriteString(conn, "GET /cut HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nCookie: "+h.cookieHeader(c)+"\r\n\r\n")
+	if b, _ := io.ReadAll(conn); len(b) >= 100000 {
+		t.Fatal("the client read a whole answer; want it cut")
+	}
+	line := h.requestLine("/cut")
+	if line["outcome"] != "aborted" {
+		t.Errorf("request line outcome %v, want aborted", line["outcome"])
+	}
+	if n := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "aborted"}); n != 1 {
+		t.Errorf("upstream_errors_total{aborted} = %v, want 1", n)
+	}
+	warned := h.logs.FilterLevelExact(zap.WarnLevel).All()
+	if len(warned) != 1 {
+		t.Fatalf("got %d warnings for the cut answer, want 1: %v", len(warned), warned)
+	}
+	if f := warned[0].ContextMap(); f["request_id"] != line["request_id"] || f["upstream"] != h.upstream.URL || f["error"] == nil {
+		t.Errorf("warning %q %v: want the request_id %v, the upstream %s and the error", warned[0].Message, f, line["request_id"], h.upstream.URL)
+	}
+
+	// The client hangs up in the middle of a streamed answer.
+	conn = h.dialProxy()
+	io.WriteString(conn, "GET /stream HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nCookie: "+h.cookieHeader(c)+"\r\n\r\n")
+	<-streaming
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	conn.Close()
+	if line := h.requestLine("/stream"); line["outcome"] != "aborted" {
+		t.Errorf("stream the client left: request line outcome %v, want aborted", line["outcome"])
+	}
+	if n := h.metric("twc_auth_proxy_upstream_errors_total", map[string]string{"kind": "aborted"}); n != 1 {
+		t.Errorf("after a client left a stream: upstream_errors_total{aborted} = %v, want still 1", n)
+	}
+	if n := h.logs.FilterLevelExact(zap.WarnLevel).Len(); n != 1 {
+		t.Errorf("after a client left a stream: %d warnings, want still 1", n)
+	}
+}
+
 // writeRaw takes over an upstream handler's connection, writes raw on it
 // and closes it: an answer net/http would not write.
 func writeRaw(w http.ResponseWriter, raw string) {
