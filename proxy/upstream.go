@@ -365,7 +365,11 @@ func (s *Server) upstreamError(rw http.ResponseWriter, r *http.Request, err erro
 		rw.WriteHeader(499) // nginx's "client closed request", for the log line only
 		return
 	}
-	s.log.Warn("upstream request failed", zap.String("request_id", id), zap.String("kind", kind), zap.Error(err))
+	fields := []zap.Field{zap.String("request_id", id), zap.String("upstream", s.upstreamURL), zap.String("kind", kind), zap.Error(err)}
+	if kind == "timeout" {
+		fields = append(fields, zap.Duration("upstream_timeout", s.cfg.UpstreamTimeout))
+	}
+	s.log.Warn("upstream request failed", fields...)
 	msg := "The application behind the proxy could not be reached."
 	if status == http.StatusGatewayTimeout {
 		msg = "The application behind the proxy did not answer in time."

@@ -362,6 +362,38 @@ func TestUpstreamFailures(t *testing.T) {
 	})
 }
 
+// TestUpstreamFailureLineNamesTheUpstream: the warning for a request the
+// upstream did not answer says which request (the id in its request line)
+// and which upstream, so that the operator paged for it knows where to
+// look without the config at hand; the error alone does not always say
+// (a timeout's does not).
+func TestUpstreamFailureLineNamesTheUpstream(t *testing.T) {
+	noLeaks(t)
+	h, c := signedIn(t, func(o *harnessOpts) {
+		o.cfg = func(c *Config) { c.UpstreamTimeout = 100 * time.Millisecond }
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				<-r.Context().Done()
+			}
+		}
+	})
+	if resp, _ := h.fetch(c, "/slow"); resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("slow: got %d, want 504", resp.StatusCode)
+	}
+	upstream := h.upstream.URL
+	h.upstream.Close()
+	if resp, _ := h.fetch(c, "/down"); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("down: got %d, want 502", resp.StatusCode)
+	}
+	for _, path := range []string{"/slow", "/down"} {
+		id := h.requestLine(path)["request_id"]
+		lines := h.logs.FilterMessage("upstream request failed").FilterField(zap.Any("request_id", id)).All()
+		if len(lines) != 1 || lines[0].Level != zap.WarnLevel || lines[0].ContextMap()["upstream"] != upstream {
+			t.Errorf("%s: upstream failure lines %v, want one warning naming upstream %s", path, lines, upstream)
+		}
+	}
+}
+
 // TestUpstreamTimeoutCountsOnlyTheWaitForHeaders: upstream_timeout bounds
 // the wait for the response headers, as Transport's ResponseHeaderTimeout
 // did: neither a slow upload before it nor a slow body after it is cut.
