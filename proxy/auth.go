@@ -7,6 +7,7 @@ import (
 
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // serveProxy is the catch-all route. In order: skip_auth requests pass as
@@ -148,7 +149,18 @@ func (s *Server) refreshSession(w *recorder, r *http.Request, ep *endpoints, old
 	case refreshRejected:
 		if !shared {
 			s.m.Refreshes.WithLabelValues(rejectedLabel(err)).Inc()
-			log.Info("refresh rejected; session ended", zap.Error(err))
+			// A refresh token refused as invalid_grant is this session's
+			// end. Any other refusal (of the proxy's client), or an answer
+			// that fails verification (the auth server's keys or issuer
+			// changed), ends every session that refreshes: the
+			// operator's to act on.
+			level := zapcore.WarnLevel
+			if grantRefused(err) {
+				level = zapcore.InfoLevel
+			}
+			if ce := log.Check(level, "refresh rejected; session ended"); ce != nil {
+				ce.Write(zap.Error(err))
+			}
 		}
 		s.store.Clear(w, r)
 		s.unauthenticated(w, r, ep, "refresh_rejected", login)

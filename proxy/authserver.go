@@ -330,6 +330,16 @@ func (e *TokenError) Rejected() bool {
 	return true
 }
 
+// grantRefused reports whether err is the token endpoint refusing the
+// grant itself as invalid_grant (RFC 6749 §5.2: a code or refresh token
+// that is expired, spent, revoked or made up): one user's or one client's
+// matter. Any other refusal is of the proxy's client or request (a wrong
+// secret, an unknown client id), which the operator has to fix.
+func grantRefused(err error) bool {
+	var te *TokenError
+	return errors.As(err, &te) && te.Rejected() && te.Code == "invalid_grant"
+}
+
 // errNoIDToken marks a token response that carried no id_token: for TWC the
 // ID token is the credential, so such an answer is useless.
 var errNoIDToken = errors.New("token response has no id_token")

@@ -201,8 +201,7 @@ func loginFailureLevel(result string, err error) zapcore.Level {
 	case "bad_request", "state_mismatch", "provider_error", "auth_server_not_ready":
 		return zapcore.InfoLevel
 	case "exchange_rejected":
-		var te *TokenError
-		if errors.As(err, &te) && te.Code == "invalid_grant" {
+		if grantRefused(err) {
 			return zapcore.InfoLevel
 		}
 	}

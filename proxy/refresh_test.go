@@ -13,6 +13,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 func TestTokenMargin(t *testing.T) {
@@ -299,6 +301,47 @@ func TestRefreshRejectedEndsSession(t *testing.T) {
 	}
 	if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": "rejected"}); got != 1 {
 		t.Errorf("token_refreshes_total{rejected} = %v, want 1", got)
+	}
+}
+
+// TestRefreshEndingSessionsLogLevel: a refresh that ends the session is a
+// warning when the operator has to act, and only then. A refresh token
+// refused as invalid_grant (expired, revoked, spent elsewhere) is one
+// user's session ending: info. A refusal of the proxy's client (a client
+// secret that no longer matches), or an answer whose ID token fails
+// verification (keys or issuer changed at the auth server) comes from the
+// auth server's side and ends every session that refreshes: a warning,
+// with the request_id and the user.
+func TestRefreshEndingSessionsLogLevel(t *testing.T) {
+	tests := []struct {
+		name   string
+		breaks func(h *harness)
+		result string
+		level  zapcore.Level
+	}{
+		{"refresh token revoked", func(h *harness) { h.idp.RevokeRefreshTokens() }, "rejected", zap.InfoLevel},
+		{"client refused", func(h *harness) {
+			h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusUnauthorized, TokenErrorCode: "invalid_client"})
+		}, "rejected", zap.WarnLevel},
+		{"token fails verification", func(h *harness) { h.idp.SetFaults(authtest.Faults{WrongIssuer: true}) }, "invalid", zap.WarnLevel},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, c := signedIn(t)
+			tt.breaks(h)
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			if resp, _ := h.fetch(c, "/api"); resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("got %d, want 401", resp.StatusCode)
+			}
+			if got := h.metric("twc_auth_proxy_token_refreshes_total", map[string]string{"result": tt.result}); got != 1 {
+				t.Errorf("token_refreshes_total{%s} = %v, want 1", tt.result, got)
+			}
+			id := h.requestLine("/api")["request_id"]
+			lines := h.logs.FilterMessageSnippet("refresh").FilterField(zap.Any("request_id", id)).All()
+			if len(lines) != 1 || lines[0].Level != tt.level || lines[0].ContextMap()["user"] != testUser {
+				t.Fatalf("refresh lines %v, want one at %s naming the user", lines, tt.level)
+			}
+		})
 	}
 }
 
