@@ -289,13 +289,18 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 
 // TokenError is an error answer from the token endpoint.
 type TokenError struct {
+	URL         string // the token endpoint, for the log line that reports it
 	Status      int    // HTTP status
 	Code        string // RFC 6749 §5.2 "error", when the body had one
 	Description string // "error_description", cut to a sane length
 }
 
 func (e *TokenError) Error() string {
-	msg := fmt.Sprintf("token endpoint answered %d", e.Status)
+	msg := "token endpoint"
+	if e.URL != "" {
+		msg += " " + e.URL
+	}
+	msg += fmt.Sprintf(" answered %d", e.Status)
 	if e.Code != "" {
 		msg += " " + e.Code
 	}
@@ -401,7 +406,7 @@ func (a *AuthServer) postToken(ctx context.Context, ep *endpoints, form url.Valu
 	var tr tokenResponse
 	jsonErr := json.Unmarshal(raw, &tr)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		te := &TokenError{Status: resp.StatusCode}
+		te := &TokenError{URL: ep.tokenURL, Status: resp.StatusCode}
 		if jsonErr == nil {
 			te.Code = truncate(tr.Error, 64)
 			te.Description = truncate(tr.ErrorDesc, 200)
@@ -410,17 +415,17 @@ func (a *AuthServer) postToken(ctx context.Context, ep *endpoints, form url.Valu
 	}
 	if jsonErr != nil {
 		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-		return nil, fmt.Errorf("%s grant: malformed response (content type %q): %w", grant, ct, jsonErr)
+		return nil, fmt.Errorf("%s grant: %s: malformed response (content type %q): %w", grant, ep.tokenURL, ct, jsonErr)
 	}
 	if tr.Error != "" {
 		// An error answered with 200: the body, not the status, says what
 		// went wrong (and whether it is worth retrying).
 		return nil, fmt.Errorf("%s grant: %w", grant, &TokenError{
-			Status: resp.StatusCode, Code: truncate(tr.Error, 64), Description: truncate(tr.ErrorDesc, 200),
+			URL: ep.tokenURL, Status: resp.StatusCode, Code: truncate(tr.Error, 64), Description: truncate(tr.ErrorDesc, 200),
 		})
 	}
 	if tr.IDToken == "" {
-		return nil, fmt.Errorf("%s grant: %w", grant, errNoIDToken)
+		return nil, fmt.Errorf("%s grant: %s: %w", grant, ep.tokenURL, errNoIDToken)
 	}
 	return &tr, nil
 }

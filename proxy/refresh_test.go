@@ -345,6 +345,37 @@ func TestRefreshEndingSessionsLogLevel(t *testing.T) {
 	}
 }
 
+// TestTokenEndpointFailuresNameIt: when the token endpoint answers with an
+// error status, or with something that is not a token answer, the lines
+// about it (a user's refresh, the service account's token) say which URL
+// answered, as a transport error's text already does: the operator paged at
+// night learns where to look from the line itself.
+func TestTokenEndpointFailuresNameIt(t *testing.T) {
+	for name, f := range map[string]authtest.Faults{
+		"500":            {TokenStatus: http.StatusInternalServerError},
+		"malformed JSON": {MalformedJSON: true},
+		"no id_token":    {OmitIDToken: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, c := signedIn(t, withService(nil))
+			tokenURL := h.idp.Issuer() + "/api/token"
+			h.idp.SetFaults(f)
+			h.clock.Advance(4*time.Minute + 45*time.Second)
+			h.fetch(c, "/api")
+			h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+			lines := append(h.logs.FilterMessageSnippet("refresh").All(), h.logs.FilterMessage("service account token fetch failed").All()...)
+			if len(lines) != 2 {
+				t.Fatalf("got %d lines about the failed token calls, want 2: %v", len(lines), lines)
+			}
+			for _, e := range lines {
+				if msg := fmt.Sprint(e.ContextMap()["error"]); !strings.Contains(msg, tokenURL) {
+					t.Errorf("%q: error %q does not name %s", e.Message, msg, tokenURL)
+				}
+			}
+		})
+	}
+}
+
 func TestRefreshWithoutIDTokenIsAFailure(t *testing.T) {
 	h, c := signedIn(t)
 	h.idp.SetFaults(authtest.Faults{OmitIDTokenOnRefresh: true})
