@@ -247,7 +247,11 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 	var discovery sync.WaitGroup
 	discovery.Go(func() { a.auth.Run(ctx) })
 
-	errLog := zap.NewStdLog(a.log.Named("http"))
+	// What http.Server logs about these plain-http listeners is the
+	// process's trouble, never one client's (no TLS handshakes to fail):
+	// it cannot accept connections (out of file descriptors), or a
+	// handler misbehaved. Errors, then, not info among the request lines.
+	errLog, _ := zap.NewStdLogAt(a.log.Named("http"), zap.ErrorLevel) // fails only for an unknown level
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
 		ReadHeaderTimeout: 10 * time.Second,

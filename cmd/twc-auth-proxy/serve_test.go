@@ -2,13 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 )
 
 // serveApp runs the real wiring (newApp, app.serve) for cfg on the given
@@ -57,5 +64,69 @@ func serveApp(t *testing.T, cfg *settings, proxyLn, metricsLn net.Listener, form
 		if time.Now().After(deadline) {
 			t.Fatalf("proxy not ready (auth-server discovery) within 10s (last: %v); log:\n%s", err, logs)
 		}
+	}
+}
+
+// exhaustedListener fails its first Accepts as a process out of file
+// descriptors does (EMFILE, a temporary error: http.Server logs it and
+// retries).
+type exhaustedListener struct {
+	net.Listener
+	failures atomic.Int32
+}
+
+func (l *exhaustedListener) Accept() (net.Conn, error) {
+	if l.failures.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServerTroubleIsAnError: what http.Server reports on its error log
+// about the proxy listener is never one client's doing (the listener is
+// plain http: no TLS handshakes to fail): the process cannot accept
+// connections (out of file descriptors under a connection flood), or a
+// handler misbehaved. The operator must act on it, so it is logged at
+// error, not at info with the request lines.
+func TestServerTroubleIsAnError(t *testing.T) {
+	auth, err := authtest.Start(authtest.Options{ClientIDs: []string{"dashboard"}, Secret: testClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auth.Close()
+	upstream := httptest.NewServer(&upstreamRecorder{})
+	defer upstream.Close()
+	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exhausted := &exhaustedListener{Listener: proxyLn}
+	exhausted.failures.Store(3)
+	cfg := mustParse(t, conf("upstream: "+upstream.URL, "auth.issuer_url: "+auth.Issuer(),
+		"redirect_url: http://"+proxyLn.Addr().String()+"/oauth2/callback", `skip_auth: ["^/open$"]`), noEnv)
+	logs := serveApp(t, cfg, exhausted, metricsLn, "json", "info")
+	// Accepted once the three failures are behind it.
+	if status, _ := fetch(t, http.DefaultClient, "http://"+proxyLn.Addr().String()+"/open"); status != http.StatusOK {
+		t.Fatalf("GET /open: got %d, want 200", status)
+	}
+	var seen int
+	for line := range strings.Lines(logs.String()) {
+		var e struct{ Level, Msg string }
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if strings.Contains(e.Msg, "Accept error") {
+			seen++
+			if e.Level != "error" {
+				t.Errorf("logged at %s, want error: %s", e.Level, e.Msg)
+			}
+		}
+	}
+	if seen != 3 {
+		t.Errorf("got %d accept error lines, want 3; log:\n%s", seen, logs)
 	}
 }
