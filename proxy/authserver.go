@@ -266,6 +266,7 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 		}
 	}
 	keys := newKeySet(doc.JWKSURL, a.client, a.cfg.Timeout, func() time.Time { return a.now() })
+	keys.log = a.log
 	scopes := append([]string{oidc.ScopeOpenID}, a.cfg.Scopes...)
 	scopes = slices.Compact(scopes)
 	ep := &endpoints{

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -69,6 +70,7 @@ type keySet struct {
 	client  *http.Client
 	timeout time.Duration
 	now     func() time.Time
+	log     *zap.Logger // warns of each failed fetch; nil: no log
 	group   singleflight.Group
 
 	mu      sync.Mutex
@@ -182,6 +184,12 @@ func (k *keySet) refetch(ctx context.Context, minAge time.Duration) ([]jose.JSON
 		// The fetch serves every waiting verification, so one caller going
 		// away must not cancel it; the timeout still bounds it.
 		keys, err := k.fetch(context.WithoutCancel(ctx))
+		if err != nil && k.log != nil {
+			// Once per failed fetch, at most one per keyFetchRetry,
+			// however many logins, refreshes or callers' tokens wait.
+			k.log.Warn("could not fetch the auth server's signing keys: tokens cannot be checked until it can; keys held are kept",
+				zap.String("jwks_uri", k.url), zap.Error(err))
+		}
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		k.fetched, k.err = k.now(), err

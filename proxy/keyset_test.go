@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
+	"go.uber.org/zap"
 )
 
 // jwksCounter is the auth-server client's transport, counting the requests
@@ -111,6 +113,38 @@ func TestAPITokensWhileKeysUnavailable(t *testing.T) {
 	h.clock.Advance(callerKeyRefetch)
 	if code, body := h.apiCall(good); code != http.StatusOK {
 		t.Fatalf("keys back: got %d %s, want 200", code, body)
+	}
+}
+
+// TestAPITokensWhileKeysUnavailableWarnPerFetch: during a jwks.json
+// outage any caller can send tokens the proxy cannot check (a made-up
+// signature is enough). The warning is for the failed fetch, naming
+// jwks.json, once per fetch (fetches are at least keyFetchRetry apart);
+// each refused request is an info line with its request_id, not one
+// warning more per request.
+func TestAPITokensWhileKeysUnavailableWarnPerFetch(t *testing.T) {
+	h := newHarness(t, withAPITokens)
+	h.idp.SetFaults(authtest.Faults{JWKSStatus: http.StatusServiceUnavailable})
+	good := h.idp.MintIDToken(testUser, testClientID, time.Hour)
+	forged := good[:len(good)-4] + "AAAA"
+	const calls = 20
+	for range calls {
+		if code, _ := h.apiCall(forged); code != http.StatusServiceUnavailable {
+			t.Fatalf("got %d, want 503", code)
+		}
+	}
+	warned := h.logs.FilterLevelExact(zap.WarnLevel).All()
+	if len(warned) != 1 || !strings.Contains(fmt.Sprint(warned[0].ContextMap()), h.idp.Issuer()+"/jwks.json") {
+		t.Errorf("warnings %v, want one naming jwks.json", warned)
+	}
+	lines := h.logs.FilterMessageSnippet("api token").All()
+	if len(lines) != calls {
+		t.Fatalf("got %d api token lines, want %d", len(lines), calls)
+	}
+	for _, e := range lines {
+		if e.Level != zap.InfoLevel || e.ContextMap()["request_id"] == "" {
+			t.Errorf("%q at %s, %v: want info with the request_id", e.Message, e.Level, e.ContextMap())
+		}
 	}
 }
 
