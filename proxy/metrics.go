@@ -23,6 +23,7 @@ type Metrics struct {
 	DiscoveryFailures prometheus.Counter       // twc_auth_proxy_discovery_failures_total
 
 	ServiceTokenFetches *prometheus.CounterVec // twc_auth_proxy_service_token_fetches_total{result}
+	ServiceTokenDrops   prometheus.Counter     // twc_auth_proxy_service_token_drops_total
 	APITokens           *prometheus.CounterVec // twc_auth_proxy_api_tokens_total{result}
 
 	// serviceExpiry is the service token's expiry (Unix ns; 0 = none),
@@ -97,6 +98,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "twc_auth_proxy_service_token_fetches_total",
 			Help: "Service-account token requests to the auth server, by result: success, rejected (credentials refused: check the account), error (auth server unreachable or failing).",
 		}, []string{"result"}),
+		ServiceTokenDrops: f.NewCounter(prometheus.CounterOpts{
+			Name: "twc_auth_proxy_service_token_drops_total",
+			Help: "Service-account tokens dropped because the upstream answered 401 to them (TWC REST refuses the token: check that it accepts the service account's client id and the auth server's keys), at most one per backoff step.",
+		}),
 		APITokens: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "twc_auth_proxy_api_tokens_total",
 			Help: "Caller-supplied API tokens (Authorization: Token/Bearer), by result: accepted, rejected, or unavailable (the auth server's signing keys could not be fetched).",

@@ -307,6 +307,7 @@ func (sa *ServiceAccount) rejected(idToken string) (dropped bool) {
 	sa.tok, sa.dropHold = nil, now.Add(hold)
 	sa.session.drop()
 	sa.m.serviceExpiry.Store(0)
+	sa.m.ServiceTokenDrops.Inc()
 	sa.mu.Unlock()
 	sa.log.Warn("upstream rejected the service account token; dropped it and its TWC session",
 		zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID),

@@ -464,6 +464,44 @@ func TestServiceAccountUpstreamAlways401(t *testing.T) {
 	}
 }
 
+// TestServiceAccountTokenDropsAreCounted: an upstream that refuses the
+// service account's tokens (TWC REST without twc-rest-api among its
+// clients, a replaced keystore) makes every service request fail with 401.
+// Each token the proxy drops for it is counted in
+// twc_auth_proxy_service_token_drops_total, once per drop (not per
+// request), so that an alert can see what the 401s of requests_total,
+// mixed with every unauthenticated caller's, cannot tell.
+func TestServiceAccountTokenDropsAreCounted(t *testing.T) {
+	h := newHarness(t, withService(nil), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusUnauthorized) }
+	})
+	if got := h.metric("twc_auth_proxy_service_token_drops_total", nil); got != 0 {
+		t.Fatalf("service_token_drops_total = %v at start, want 0", got)
+	}
+	for range 10 {
+		h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	}
+	if got := h.metric("twc_auth_proxy_service_token_drops_total", nil); got != 1 {
+		t.Errorf("service_token_drops_total = %v after 10 refused requests within the hold, want 1", got)
+	}
+	h.clock.Advance(serviceBackoffFirst)
+	for range 10 {
+		h.do(&http.Client{}, "GET", "/api/reports/x", nil)
+	}
+	if got := h.metric("twc_auth_proxy_service_token_drops_total", nil); got != 2 {
+		t.Errorf("service_token_drops_total = %v after the hold, want 2", got)
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "twc_auth_proxy_service_token_drops_total" && len(mf.GetMetric()[0].GetLabel()) != 0 {
+			t.Errorf("service_token_drops_total has labels %v, want none", mf.GetMetric()[0].GetLabel())
+		}
+	}
+}
+
 // TestServiceAccountShortLivedToken: a token that lives no longer than
 // refresh_margin is still reused for half its life, not fetched anew for
 // every request.
