@@ -446,3 +446,42 @@ func TestHostileCallbacksLogNoWarnings(t *testing.T) {
 		t.Errorf("token endpoint refusing the client: warnings %v, want one with the request_id", warned)
 	}
 }
+
+// TestCallbackClientGoneIsNotAnAuthServerError: a flow cookie can be sent
+// again for its whole life, so a client can fire callbacks with a made-up
+// code and hang up at once, in a loop. The hang-up must not cancel the code
+// exchange halfway and so turn into "the auth server failed": that is
+// auth_server_error, which the operator alerts on, with a warning each.
+// The exchange runs to the auth server's answer (the code is spent either
+// way), and that answer is what is counted and logged: here an
+// invalid_grant, at info.
+func TestCallbackClientGoneIsNotAnAuthServerError(t *testing.T) {
+	noLeaks(t)
+	h := newHarness(t)
+	c := h.browser()
+	resp, _ := h.navigate(c, "/oauth2/start?rd=/")
+	state := mustURL(resp.Header.Get("Location")).Query().Get("state")
+	u := mustURL(h.proxy.URL)
+	cookies := h.cookieHeader(c)
+	const calls = 20
+	for range calls {
+		conn := h.dialProxy()
+		io.WriteString(conn, "GET /oauth2/callback?"+url.Values{"state": {state}, "code": {"made-up"}}.Encode()+
+			" HTTP/1.1\r\nHost: "+u.Host+"\r\nCookie: "+cookies+"\r\n\r\n")
+		conn.Close()
+	}
+	for deadline := time.Now().Add(10 * time.Second); h.logs.FilterMessage("login failed").Len() < calls; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d callbacks logged", h.logs.FilterMessage("login failed").Len(), calls)
+		}
+	}
+	if got := h.metric("twc_auth_proxy_logins_total", map[string]string{"result": "auth_server_error"}); got != 0 {
+		t.Errorf("logins_total{auth_server_error} = %v for clients that hung up, want 0", got)
+	}
+	if got := h.metric("twc_auth_proxy_logins_total", map[string]string{"result": "exchange_rejected"}); got != calls {
+		t.Errorf("logins_total{exchange_rejected} = %v, want %d", got, calls)
+	}
+	for _, e := range h.logs.FilterLevelExact(zap.WarnLevel).All() {
+		t.Errorf("warning for a client that hung up: %s %v", e.Message, e.ContextMap())
+	}
+}

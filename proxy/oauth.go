@@ -114,7 +114,12 @@ func (s *Server) callback(w *recorder, r *http.Request) {
 			"This sign-in was not started in this browser, took too long, or the browser did not keep the proxy's cookies.", err)
 		return
 	}
-	sess, err := s.auth.redeem(r.Context(), ep, q.Get("code"), flow.Verifier, flow.Nonce)
+	// The exchange runs to the auth server's answer (auth.timeout bounds
+	// it) even when the browser hangs up meanwhile: the code is spent
+	// either way, and the answer, not the hang-up, is what logins_total
+	// and the log report. Cut short, it would read as the auth server
+	// failing (auth_server_error), which any client could then raise.
+	sess, err := s.auth.redeem(context.WithoutCancel(r.Context()), ep, q.Get("code"), flow.Verifier, flow.Nonce)
 	if err != nil {
 		status, result, msg := classifyLoginError(err)
 		s.loginFailed(w, r, result, status, msg, err)
