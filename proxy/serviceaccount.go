@@ -263,12 +263,13 @@ func (sa *ServiceAccount) verified(ctx context.Context, ep *endpoints, tr *token
 	return &serviceToken{idToken: tr.IDToken, refreshToken: rt, expiry: idt.Expiry, margin: margin}, nil
 }
 
-// answered looks at the upstream's answer to a service request that carried
-// idToken and went with the jar sent: it keeps the cookies and drops the
-// token on a 401. It reports whether the token was dropped.
-func (sa *ServiceAccount) answered(res *http.Response, idToken string, sent *cookiejar.Jar) (dropped bool) {
+// answered looks at the upstream's answer to a service request (requestID)
+// that carried idToken and went with the jar sent: it keeps the cookies and
+// drops the token on a 401, naming the request in its warning. It reports
+// whether the token was dropped.
+func (sa *ServiceAccount) answered(res *http.Response, idToken string, sent *cookiejar.Jar, requestID string) (dropped bool) {
 	sa.session.keepCookies(res, sent)
-	return res.StatusCode == http.StatusUnauthorized && sa.rejected(idToken)
+	return res.StatusCode == http.StatusUnauthorized && sa.rejected(idToken, requestID)
 }
 
 // endTurn ends w's turn at the TWC session gate, if w opens the session:
@@ -292,7 +293,7 @@ func (sa *ServiceAccount) endTurn(w *recorder, status int) {
 // upstream that rejects every token costs one token call per hold, not one
 // per request. The hold starts over once a drop comes a full backoff cap
 // after the previous hold ended. It reports whether idToken was dropped.
-func (sa *ServiceAccount) rejected(idToken string) (dropped bool) {
+func (sa *ServiceAccount) rejected(idToken, requestID string) (dropped bool) {
 	now := sa.now()
 	sa.mu.Lock()
 	if sa.tok == nil || sa.tok.idToken != idToken || now.Before(sa.dropHold) {
@@ -310,7 +311,7 @@ func (sa *ServiceAccount) rejected(idToken string) (dropped bool) {
 	sa.m.ServiceTokenDrops.Inc()
 	sa.mu.Unlock()
 	sa.log.Warn("upstream rejected the service account token; dropped it and its TWC session",
-		zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID),
+		zap.String("request_id", requestID), zap.String("username", sa.cfg.Username), zap.String("client_id", sa.cfg.ClientID),
 		zap.Int("status", http.StatusUnauthorized), zap.Duration("next_drop_after", hold))
 	return true
 }

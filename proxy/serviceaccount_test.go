@@ -502,6 +502,25 @@ func TestServiceAccountTokenDropsAreCounted(t *testing.T) {
 	}
 }
 
+// TestServiceAccountDropNamesTheRequest: the warning that the upstream
+// refused the service token names the request whose 401 made the proxy
+// drop it, so that the operator finds its request line (path, caller).
+func TestServiceAccountDropNamesTheRequest(t *testing.T) {
+	h := newHarness(t, withService(nil), func(o *harnessOpts) {
+		o.upstream = func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/api/reports/refused" {
+				w.WriteHeader(http.StatusUnauthorized)
+			}
+		}
+	})
+	h.do(&http.Client{}, "GET", "/api/reports/fine", nil)
+	h.do(&http.Client{}, "GET", "/api/reports/refused", nil)
+	warned := h.logs.FilterMessage("upstream rejected the service account token; dropped it and its TWC session").All()
+	if id := h.requestLine("/api/reports/refused")["request_id"]; len(warned) != 1 || warned[0].ContextMap()["request_id"] != id {
+		t.Errorf("drop warnings %v, want one with request_id %v", warned, id)
+	}
+}
+
 // TestServiceAccountShortLivedToken: a token that lives no longer than
 // refresh_margin is still reused for half its life, not fetched anew for
 // every request.

@@ -237,7 +237,7 @@ func (s *Server) modifyResponse(res *http.Response) error {
 		if st.service {
 			sa := s.cfg.ServiceAccount
 			status := res.StatusCode
-			if sa.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.serviceJar) {
+			if sa.answered(res, strings.TrimPrefix(st.authorization, "Token "), st.serviceJar, st.id) {
 				// The token was dropped: the waiting requests will go with
 				// a new one, about which this answer says nothing. As
 				// after no answer, one of them opens the TWC session and
