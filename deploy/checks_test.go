@@ -391,15 +391,37 @@ func checkServiceMonitors(t *testing.T, b *bundle) {
 	}
 }
 
-// checkConfigRuns writes the config and the files of the sidecar's
-// ConfigMap and Secret volumes into a directory, points the config's paths
-// there and runs the binary's own --check-config on it.
+// checkConfigRuns runs the binary's own --check-config on the config the
+// sidecar mounts, with the files its volumes would hold (podConfig), and
+// wants it accepted.
 func checkConfigRuns(t *testing.T, b *bundle, spec *corev1.PodSpec, sidecar *corev1.Container, cfgPath string, secretsFromEnv bool) {
 	t.Helper()
+	cfgText, env := podConfig(t, b, spec, sidecar, cfgPath, secretsFromEnv)
+	runCheckConfig(t, cfgText, env, true)
+}
+
+// podConfig writes the config and the files of the sidecar's ConfigMap and
+// Secret volumes into a directory and returns the config with its paths
+// pointed there. A Secret volume whose Secret b lacks (existingSecret) holds
+// what the chart asks of it: a test value under each key the config names
+// in that volume, where Kubernetes allows the name as a key. With
+// secretsFromEnv the Secret holds placeholders, and env carries the secrets
+// instead.
+func podConfig(t *testing.T, b *bundle, spec *corev1.PodSpec, sidecar *corev1.Container, cfgPath string, secretsFromEnv bool) (cfgText string, env map[string]string) {
+	t.Helper()
 	dir := t.TempDir()
-	cfgText := mountedFile(t, b, spec, sidecar, cfgPath)
+	orig := mountedFile(t, b, spec, sidecar, cfgPath)
+	var origCfg map[string]any
+	if err := yaml.Unmarshal([]byte(orig), &origCfg); err != nil {
+		t.Fatal(err)
+	}
+	cfgText = orig
 	for i, m := range sidecar.VolumeMounts {
-		files := volumeFiles(b, volumeNamed(spec, m.Name))
+		vol := volumeNamed(spec, m.Name)
+		files := volumeFiles(b, vol)
+		if files == nil && vol != nil && vol.Secret != nil {
+			files = existingSecretFiles(t, origCfg, m.MountPath)
+		}
 		if files == nil {
 			continue
 		}
@@ -414,23 +436,46 @@ func checkConfigRuns(t *testing.T, b *bundle, spec *corev1.PodSpec, sidecar *cor
 		}
 		cfgText = strings.ReplaceAll(cfgText, strings.TrimSuffix(m.MountPath, "/")+"/", local+"/")
 	}
-	var cfg map[string]any
-	if err := yaml.Unmarshal([]byte(cfgText), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{}
-	for _, k := range secretKeys {
-		file := str(cfg, k.path...)
-		if _, err := os.Stat(file); secretsFromEnv || file == "" || err != nil {
+	env = map[string]string{}
+	if secretsFromEnv {
+		for _, k := range secretKeys {
 			env[k.env] = testSessionKey(t)
 		}
 	}
-	runCheckConfig(t, cfgText, env, true)
+	return cfgText, env
+}
+
+// existingSecretFiles is a Secret made outside the chart, as the chart
+// documents it: a test value under each key the config's secret files name
+// in mountPath. A name Kubernetes refuses as a key (validation.IsConfigMapKey)
+// is in no Secret, so its file is missing.
+func existingSecretFiles(t *testing.T, cfg map[string]any, mountPath string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	for _, k := range secretKeys {
+		file := str(cfg, k.path...)
+		if file == "" || path.Dir(file) != path.Clean(mountPath) || len(validation.IsConfigMapKey(path.Base(file))) > 0 {
+			continue
+		}
+		files[path.Base(file)] = []byte(testSessionKey(t))
+	}
+	return files
 }
 
 // runCheckConfig runs twc-auth-proxy --check-config on cfgText with only
 // the TWC_AUTH_PROXY_* variables of env, and wants success or failure.
 func runCheckConfig(t *testing.T, cfgText string, env map[string]string, wantOK bool) string {
+	t.Helper()
+	out, err := checkConfig(t, cfgText, env)
+	if ok := err == nil; ok != wantOK {
+		t.Errorf("twc-auth-proxy --check-config: ok=%v, want %v: %v\n%s\nconfig:\n%s", ok, wantOK, err, out, cfgText)
+	}
+	return out
+}
+
+// checkConfig runs twc-auth-proxy --check-config on cfgText with only the
+// TWC_AUTH_PROXY_* variables of env; err is its exit status.
+func checkConfig(t *testing.T, cfgText string, env map[string]string) (out string, err error) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(file, []byte(cfgText), 0o600); err != nil {
@@ -445,11 +490,8 @@ func runCheckConfig(t *testing.T, cfgText string, env map[string]string, wantOK 
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out, err := cmd.CombinedOutput()
-	if ok := err == nil; ok != wantOK {
-		t.Errorf("twc-auth-proxy --check-config: ok=%v, want %v: %v\n%s\nconfig:\n%s", ok, wantOK, err, out, cfgText)
-	}
-	return string(out)
+	b, err := cmd.CombinedOutput()
+	return string(b), err
 }
 
 func testSessionKey(t *testing.T) string {

@@ -1,0 +1,191 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The chart and the binary must agree on every value: an install that
+// renders and applies cleanly and then crash-loops on "config: ..." is the
+// worst place to learn of a typo. These tests render the chart with values
+// on top of ci/default-values.yaml and run the binary's own --check-config
+// on what the sidecar would mount.
+
+// schemaRefusal starts the error helm reports when values.schema.json
+// refuses the values, before any template runs.
+const schemaRefusal = "values don't meet the specifications of the schema"
+
+// refusal is a value set the binary refuses, and where the chart must
+// refuse it instead, naming the value as users write it.
+type refusal struct {
+	name   string
+	values string // YAML over ci/default-values.yaml
+	value  string // e.g. session.cookieName, trustedProxies[1]
+	by     string // "schema" or "template"
+}
+
+// TestChartRefusesWhatTheBinaryRefuses: every value set the binary would
+// refuse at start fails helm template instead, naming the value. A case
+// that renders fails with the binary's own words: "helm accepts, binary
+// refuses".
+func TestChartRefusesWhatTheBinaryRefuses(t *testing.T) {
+	helmBin(t)
+	for _, c := range refusals {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := helm(t, "template", "twc", chartDir, "--namespace", "twc",
+				"-f", filepath.Join(chartDir, "ci", "default-values.yaml"), "-f", valuesFile(t, c.values))
+			if err == nil {
+				msg, ok := renderedConfigCheck(t, c.name, out)
+				if ok {
+					t.Fatalf("helm and the binary both accept these values: not a refusal case\n%s", c.values)
+				}
+				t.Fatalf("helm accepts, binary refuses:\n%s", msg)
+			}
+			checkRefusal(t, err.Error(), c.value, c.by)
+		})
+	}
+}
+
+// TestChartAcceptsWhatTheBinaryAccepts: the chart refuses nothing the
+// binary accepts and users need; each renders and passes every check,
+// --check-config included.
+func TestChartAcceptsWhatTheBinaryAccepts(t *testing.T) {
+	helmBin(t)
+	for _, c := range acceptances {
+		t.Run(c.name, func(t *testing.T) {
+			b := render(t, chartDir, "-f", filepath.Join(chartDir, "ci", "default-values.yaml"), "-f", valuesFile(t, c.values))
+			checkBundle(t, b, expect{pdb: true, promAnnotations: true, checksums: true})
+		})
+	}
+}
+
+// checkRefusal wants msg to name value where c.by says the chart refuses
+// it: the schema names it as a JSON pointer (at '/trustedProxies/1'), a
+// template in the dotted form users write (trustedProxies[1]).
+func checkRefusal(t *testing.T, msg, value, by string) {
+	t.Helper()
+	switch by {
+	case "schema":
+		ptr := "/" + strings.NewReplacer(".", "/", "[", "/", "]", "").Replace(value)
+		if !strings.Contains(msg, schemaRefusal) || !strings.Contains(msg, "at '"+ptr+"'") {
+			t.Errorf("want values.schema.json to refuse %s (at '%s'), got:\n%s", value, ptr, msg)
+		}
+	case "template":
+		if strings.Contains(msg, schemaRefusal) {
+			t.Errorf("want a template to refuse %s, got the schema's refusal:\n%s", value, msg)
+		} else if !regexp.MustCompile(`(^|[^\w.\[])` + regexp.QuoteMeta(value) + `([^\w.\[]|$)`).MatchString(msg) {
+			t.Errorf("the refusal does not name %s:\n%s", value, msg)
+		}
+	default:
+		t.Fatalf("by %q: want schema or template", by)
+	}
+}
+
+// renderedConfigCheck runs --check-config on the config the sidecar of the
+// one Deployment in out would mount, with the files of its volumes.
+func renderedConfigCheck(t *testing.T, name, out string) (msg string, ok bool) {
+	t.Helper()
+	b := newBundle(name)
+	if err := b.add("helm template", []byte(out)); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.deployments) != 1 {
+		t.Fatalf("%d Deployments, want 1", len(b.deployments))
+	}
+	spec := &b.deployments[0].Spec.Template.Spec
+	sidecar := findContainer(spec.Containers, sidecarName)
+	if sidecar == nil {
+		t.Fatalf("no %s container", sidecarName)
+	}
+	cfgText, env := podConfig(t, b, spec, sidecar, configPath(t, sidecar), false)
+	out, err := checkConfig(t, cfgText, env)
+	return fmt.Sprintf("%s(exit: %v)", out, err), err == nil
+}
+
+// valuesFile writes values into a file for helm -f, whose argument is a
+// comma-separated list: the name must not carry the test's name.
+func valuesFile(t *testing.T, values string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "chartvalues")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	name := filepath.Join(dir, "values.yaml")
+	write(t, name, values)
+	return name
+}
+
+// rest: values for a proxy in front of TWC REST elsewhere (no dashboard).
+const rest = "dashboard: {enabled: false}\n"
+
+var refusals = []refusal{
+	// Caught before this test was written, kept here so that every check
+	// of the binary has its row.
+	{"listenPort 0", "listenPort: 0", "listenPort", "schema"},
+	{"metricsPort above 65535", "metricsPort: 70000", "metricsPort", "schema"},
+	{"metricsPort is listenPort", "metricsPort: 4180", "metricsPort", "template"},
+	{"shutdownTimeoutSeconds 0", "shutdownTimeoutSeconds: 0", "shutdownTimeoutSeconds", "schema"},
+	{"upstreamTimeout without unit", "upstreamTimeout: \"60\"", "upstreamTimeout", "schema"},
+	{"upstreamTimeout as a number", "upstreamTimeout: 60", "upstreamTimeout", "schema"},
+	{"upstreamTimeout negative", "upstreamTimeout: -1s", "upstreamTimeout", "schema"},
+	{"upstreamTimeout 0", "upstreamTimeout: 0s", "upstreamTimeout", "template"},
+	{"auth.timeout 0", "auth: {timeout: 0m0s}", "auth.timeout", "template"},
+	{"auth.refreshMargin negative", "auth: {refreshMargin: -30s}", "auth.refreshMargin", "schema"},
+	{"session.lifetime in days", "session: {lifetime: 14d}", "session.lifetime", "schema"},
+	{"session.lifetime 0", "session: {lifetime: 0h}", "session.lifetime", "template"},
+	{"redirectUrl missing", "redirectUrl: \"\"", "redirectUrl", "template"},
+	{"auth.issuerUrl missing", "auth: {issuerUrl: \"\"}", "auth.issuerUrl", "template"},
+	{"auth.clientId missing", "auth: {clientId: \"\"}", "auth.clientId", "template"},
+	{"auth.clientAuth unknown", "auth: {clientAuth: basic}", "auth.clientAuth", "schema"},
+	{"auth.clientSecret missing", "auth: {clientSecret: \"\"}", "auth.clientSecret", "template"},
+	{"session.secret missing", "session: {secret: \"\"}", "session.secret", "template"},
+	{"log.format unknown", "log: {format: text}", "log.format", "schema"},
+	{"log.level unknown", "log: {level: trace}", "log.level", "schema"},
+	{"log.requests not a bool", "log: {requests: \"yes\"}", "log.requests", "schema"},
+	{"serviceAccount.username missing", "serviceAccount: {enabled: true, password: pw}", "serviceAccount.username", "template"},
+	{"serviceAccount.password missing", "serviceAccount: {enabled: true, username: svc}", "serviceAccount.password", "template"},
+	{"upstream.caFile and upstream.insecureSkipVerify", rest + "upstream: {url: \"https://twc.example.com:8111\", caFile: /etc/twc-ca/ca.crt, insecureSkipVerify: true}", "upstream.insecureSkipVerify", "template"},
+	{"upstream.insecureSkipVerify for http", "upstream: {insecureSkipVerify: true}", "upstream.insecureSkipVerify", "template"},
+	{"auth.caBundle and auth.caFile", "auth: {caFile: /etc/twc-ca/ca.crt, caBundle: " + testCAFlow + "}", "auth.caBundle", "template"},
+}
+
+var acceptances = []struct{ name, values string }{
+	{"durations in Go syntax", "upstreamTimeout: 1m30s\nauth: {timeout: 2.5s, refreshMargin: 1m}\nsession: {lifetime: 720h}"},
+	{"trustedProxies IPv4 and IPv6", "trustedProxies: [10.0.0.0/8, 192.168.1.10, \"fd00::/8\", \"2001:db8::1\", \"::ffff:10.1.2.3\", 0.0.0.0/0, \"::/0\"]"},
+	{"https issuer with path and trailing slash", "auth: {issuerUrl: \"https://twc.example.com:8443/authentication/\"}"},
+	{"http issuer in the cluster", "auth: {issuerUrl: \"http://twc-auth.twc.svc.cluster.local:8080/authentication\"}"},
+	{"discovery and post-logout URLs", "auth: {discoveryUrl: \"https://twc.example.com:8443/authentication/.well-known/oidc-configuration\", postLogoutRedirectUrl: \"https://dashboard.example.com/\"}"},
+	{"upstream.url IPv6 literal", rest + "upstream: {url: \"http://[fd00::1]:8111\"}"},
+	{"upstream.url upper-case scheme and path", rest + "upstream: {url: \"HTTPS://twc.example.com:8111/osmc\", insecureSkipVerify: true}"},
+	{"redirectUrl on localhost over http", "redirectUrl: \"http://localhost:4180/oauth2/callback\"\nsession: {cookieSecure: false}"},
+	{"redirectUrl below a fixed route", "redirectUrl: \"https://dashboard.example.com/oauth2/start/callback\""},
+	{"__Host- cookie", "session: {cookieName: __Host-twc_session}"},
+	{"__Secure- cookie with a domain", "session: {cookieName: __Secure-twc, cookieDomain: .example.com}"},
+	{"cookie name with token characters", "session: {cookieName: \"twc-session!v2\"}"},
+	{"cookieDomain host", "session: {cookieDomain: dashboard.example.com}"},
+	{"cookieDomain IPv4", "session: {cookieDomain: 10.1.2.3, cookieSecure: false}\nredirectUrl: \"http://10.1.2.3/oauth2/callback\""},
+	{"skipAuth with methods and flags", "skipAuth: [\"GET=^/static/\", \"^/favicon\\\\.ico$\", \"HEAD=^/health$\", \"(?i)^/public/\", \"get=x\"]"},
+	{"scopes", "auth: {scopes: [offline_access, profile, \"urn:twc:read\"]}"},
+	{"session keys: URL-safe, unpadded, rotated", "session: {secret: [\"" + testKeyURL + "\", \"" + testKeyRaw + "\"]}"},
+	{"session keys comma-separated with a newline", "session: {secret: \"" + testKeyRaw + "," + testKeyURL + "\\n\"}"},
+	{"client secret with spaces", "auth: {clientSecret: \" s3cret with spaces \"}"},
+	{"service account", "auth: {clientAuth: client_secret_post}\nserviceAccount: {enabled: true, username: svc, password: \"p a ss\", routes: [\"^/osmc/workspaces\", \"(?i)^/reports/\"]}"},
+	{"apiTokens audiences", "apiTokens: {enabled: true, audiences: [twc-rest-api]}"},
+	{"secretKeys with dots and underscores", "secretKeys: {clientSecret: client.secret, sessionSecret: session_key}"},
+}
+
+// Session keys of 32 and 33 bytes in the other encodings the binary takes.
+// Test values only.
+const (
+	testKeyURL = "yMnKy8zNzs_Q0dLT1NXW19jZ2tvc3d7f4OHi4-Tl5ufo" // URL alphabet, 33 bytes
+	testKeyRaw = "dGVzdCBvbmx5OiBub3QgYSByZWFsIHNlc3Npb24ga2U"  // 32 bytes, unpadded
+)
+
+// testCAFlow is ci/service-account-values.yaml's test CA as a YAML flow
+// scalar.
+const testCAFlow = `"-----BEGIN CERTIFICATE-----\nMIIBmzCCAUGgAwIBAgIUWzLNOS6q5LiYtz45FhH52VgLvmcwCgYIKoZIzj0EAwIw\nIjEgMB4GA1UEAwwXdHdjLXRlc3QtY2EgKHRlc3Qgb25seSkwIBcNMjYxMTI2MjEy\nNzAyWhgPMjEyNjExMDIyMTI3MDJaMCIxIDAeBgNVBAMMF3R3Yy10ZXN0LWNhICh0\nZXN0IG9ubHkpMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEpUwFWpVlNmBQRNqa\nfrQ23GI0I5Ved9wzugXD3YGYC5J3n+K8MzoU6iekmvMIQ4b5MnuBzPe55nC1i2D5\nDR1tx6NTMFEwHQYDVR0OBBYEFPBRQxMqNt+XKx/z2BTOCVpwb9hNMB8GA1UdIwQY\nMBaAFPBRQxMqNt+XKx/z2BTOCVpwb9hNMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI\nzj0EAwIDSAAwRQIhAPbfiZ7JM1q76oIKw5RAvD2cOTW62dlGHksjDjCyjS9QAiBp\n9MMKWxxQcX5hLgWKClbYvwhT1IA7cEyslvCizflsYQ==\n-----END CERTIFICATE-----\n"`
