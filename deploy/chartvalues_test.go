@@ -152,6 +152,21 @@ var refusals = []refusal{
 	{"upstream.caFile and upstream.insecureSkipVerify", rest + "upstream: {url: \"https://twc.example.com:8111\", caFile: /etc/twc-ca/ca.crt, insecureSkipVerify: true}", "upstream.insecureSkipVerify", "template"},
 	{"upstream.insecureSkipVerify for http", "upstream: {insecureSkipVerify: true}", "upstream.insecureSkipVerify", "template"},
 	{"auth.caBundle and auth.caFile", "auth: {caFile: /etc/twc-ca/ca.crt, caBundle: " + testCAFlow + "}", "auth.caBundle", "template"},
+
+	// URLs: absolute http(s), a host, no user:password@.
+	{"upstream.url without scheme", rest + "upstream: {url: \"twc.example.com:8111\"}", "upstream.url", "schema"},
+	{"upstream.url not http", rest + "upstream: {url: \"ftp://twc.example.com\"}", "upstream.url", "schema"},
+	{"upstream.url with credentials", rest + "upstream: {url: \"http://admin@twc.example.com:8111\"}", "upstream.url", "schema"},
+	{"auth.issuerUrl without scheme", "auth: {issuerUrl: twc.example.com:8443/authentication}", "auth.issuerUrl", "schema"},
+	{"auth.issuerUrl bad port", "auth: {issuerUrl: \"https://twc.example.com:8443a/authentication\"}", "auth.issuerUrl", "schema"},
+	{"auth.discoveryUrl relative", "auth: {discoveryUrl: /authentication/.well-known/oidc-configuration}", "auth.discoveryUrl", "schema"},
+	{"auth.postLogoutRedirectUrl relative", "auth: {postLogoutRedirectUrl: /signed-out}", "auth.postLogoutRedirectUrl", "schema"},
+	// redirectUrl also needs a callback path, and no query or fragment.
+	{"redirectUrl without scheme", "redirectUrl: dashboard.example.com/oauth2/callback", "redirectUrl", "schema"},
+	{"redirectUrl without path", "redirectUrl: \"https://dashboard.example.com\"", "redirectUrl", "schema"},
+	{"redirectUrl root path", "redirectUrl: \"https://dashboard.example.com/\"", "redirectUrl", "schema"},
+	{"redirectUrl with query", "redirectUrl: \"https://dashboard.example.com/oauth2/callback?next=/\"", "redirectUrl", "schema"},
+	{"redirectUrl a route of the proxy", "redirectUrl: \"https://dashboard.example.com/oauth2/userinfo\"", "redirectUrl", "template"},
 }
 
 var acceptances = []struct{ name, values string }{

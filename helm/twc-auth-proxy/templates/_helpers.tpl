@@ -114,6 +114,22 @@ upstream.
 {{- end -}}
 {{- end -}}
 
+{{/*
+twc-auth-proxy.redirectUrl is redirectUrl, whose path must not be one of
+the proxy's own routes (proxy/server.go), which the proxy refuses at start.
+values.schema.json checks the rest of it; a JSON Schema "not" could refuse
+these paths too, but helm would report only "'not' failed".
+*/}}
+{{- define "twc-auth-proxy.redirectUrl" -}}
+{{- $url := required "redirectUrl is required: the callback URL as browsers see it, e.g. https://dash.example.com/oauth2/callback" .Values.redirectUrl -}}
+{{- $routes := list "/oauth2/start" "/oauth2/sign_out" "/oauth2/userinfo" "/oauth2/auth" -}}
+{{- $path := (urlParse $url).path -}}
+{{- if has $path $routes -}}
+{{- fail (printf "redirectUrl: its path %s is one of the proxy's own routes (%s); use another, e.g. /oauth2/callback" $path (join ", " $routes)) -}}
+{{- end -}}
+{{- $url -}}
+{{- end -}}
+
 {{- define "twc-auth-proxy.upstream" -}}
 {{- if .Values.upstream.url -}}
 {{- .Values.upstream.url -}}
@@ -144,7 +160,7 @@ never in it: the *_file keys name files of the mounted Secret.
 listen: {{ printf ":%d" (int $v.listenPort) | toJson }}
 metrics_listen: {{ printf ":%d" (int $v.metricsPort) | toJson }}
 upstream: {{ include "twc-auth-proxy.upstream" . | toJson }}
-redirect_url: {{ required "redirectUrl is required: the callback URL as browsers see it, e.g. https://dash.example.com/oauth2/callback" $v.redirectUrl | toJson }}
+redirect_url: {{ include "twc-auth-proxy.redirectUrl" . | toJson }}
 upstream_timeout: {{ include "twc-auth-proxy.duration" (list "upstreamTimeout" $v.upstreamTimeout) }}
 {{- if $v.upstream.caBundle }}
 upstream_ca_file: {{ printf "%s/upstream-ca.crt" (include "twc-auth-proxy.configDir" .) | toJson }}
