@@ -167,6 +167,18 @@ var refusals = []refusal{
 	{"redirectUrl root path", "redirectUrl: \"https://dashboard.example.com/\"", "redirectUrl", "schema"},
 	{"redirectUrl with query", "redirectUrl: \"https://dashboard.example.com/oauth2/callback?next=/\"", "redirectUrl", "schema"},
 	{"redirectUrl a route of the proxy", "redirectUrl: \"https://dashboard.example.com/oauth2/userinfo\"", "redirectUrl", "template"},
+
+	// The session cookie: a token name; a domain name or IPv4 address; and
+	// the attributes browsers demand of __Host- and __Secure- names.
+	{"session.cookieName with a dot", "session: {cookieName: twc.session}", "session.cookieName", "schema"},
+	{"session.cookieName with a space", "session: {cookieName: \"twc session\"}", "session.cookieName", "schema"},
+	{"session.cookieDomain a URL", "session: {cookieDomain: \"https://example.com\"}", "session.cookieDomain", "schema"},
+	{"session.cookieDomain with a port", "session: {cookieDomain: \"example.com:443\"}", "session.cookieDomain", "schema"},
+	{"session.cookieDomain wildcard", "session: {cookieDomain: \"*.example.com\"}", "session.cookieDomain", "schema"},
+	{"session.cookieDomain IPv6", "session: {cookieDomain: \"fd00::1\"}", "session.cookieDomain", "schema"},
+	{"__Host- cookie with a domain", "session: {cookieName: __Host-twc, cookieDomain: example.com}", "session.cookieDomain", "schema"},
+	{"__Host- cookie not Secure", "session: {cookieName: __host-twc, cookieSecure: false}", "session.cookieSecure", "schema"},
+	{"__Secure- cookie not Secure", "session: {cookieName: __Secure-twc, cookieSecure: false}", "session.cookieSecure", "schema"},
 }
 
 var acceptances = []struct{ name, values string }{
