@@ -1,12 +1,16 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 )
 
 // The chart and the binary must agree on every value: an install that
@@ -61,6 +65,138 @@ func TestChartAcceptsWhatTheBinaryAccepts(t *testing.T) {
 			checkBundle(t, b, expect{pdb: true, promAnnotations: true, checksums: true})
 		})
 	}
+}
+
+// TestChartListItemsAgreeWithTheBinary runs a corpus of items for each
+// list value through values.schema.json (one helm run, which names every
+// item it refuses) and through the binary (one --check-config run on the
+// rendered config with the list replaced, which names every item it
+// refuses), and wants the same items refused.
+func TestChartListItemsAgreeWithTheBinary(t *testing.T) {
+	helmBin(t)
+	defaults := filepath.Join(chartDir, "ci", "default-values.yaml")
+	out, err := helm(t, "template", "twc", chartDir, "--namespace", "twc", "-f", defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		value  string   // chart value, dotted
+		key    []string // config key
+		corpus []string
+	}{
+		{"trustedProxies", []string{"trusted_proxies"}, []string{
+			"10.0.0.0/8", "10.0.0.1", "0.0.0.0/0", "255.255.255.255/32", "192.168.1.0/24",
+			"::", "::1", "::/0", "fd00::/8", "2001:db8::1/128", "2001:DB8:0:0:0:0:0:1", "1:2:3:4:5:6:7::", "::1:2:3:4:5:6:7",
+			"::ffff:10.1.2.3", "::ffff:10.0.0.0/104", "1:2:3:4:5:6:10.0.0.1",
+			"", "ingress-nginx", "10.0.0.1-10.0.0.9", "10.0.0/24", "10.0.0.256", "010.0.0.1", "10.0.0.0/33", "10.0.0.0/08",
+			"10.0.0.0/", "/8", " 10.0.0.1", "fd00:::/8", "fd00::/129", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "::ffff:10.0.0.256",
+			"fe80::1%eth0/64", "10.0.0.0/8,10.1.0.0/16",
+		}},
+		{"auth.scopes", []string{"auth", "scopes"}, []string{
+			"offline_access", "profile", "urn:twc:read", "a,b", "é", "", "openid profile", "a\tb", `"quoted"`, `back\slash`,
+		}},
+		{"apiTokens.audiences", []string{"api_tokens", "audiences"}, []string{"twc-rest-api", " ", ""}},
+		{"skipAuth", []string{"skip_auth"}, []string{
+			"^/static/", "GET=^/static/", "(?i)^/public/", `^/favicon\.ico$`, "get=x", "a{2,3}", "[[:alpha:]]",
+			"(", "^/(?!private)", `\q`, "a**", "[z-a]", "x{1001}", "(?P<n", `\`,
+		}},
+		{"serviceAccount.routes", []string{"service_account", "routes"}, []string{"^/osmc/workspaces", "(?i)^/reports/", "", "(", "*x", "a(?=b)"}},
+	} {
+		t.Run(c.value, func(t *testing.T) {
+			vals := map[string]any{}
+			setPath(vals, strings.Split(c.value, "."), c.corpus)
+			cfg := map[string]any{}
+			setPath(cfg, c.key, c.corpus)
+			if c.value == "serviceAccount.routes" {
+				setPath(vals, []string{"serviceAccount", "enabled"}, true)
+				setPath(vals, []string{"serviceAccount", "username"}, "svc")
+				setPath(vals, []string{"serviceAccount", "password"}, "pw")
+				setPath(cfg, []string{"service_account", "enabled"}, true)
+				setPath(cfg, []string{"service_account", "username"}, "svc")
+				setPath(cfg, []string{"service_account", "password"}, "pw")
+			}
+			valuesYAML, err := yaml.Marshal(vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = helm(t, "template", "twc", chartDir, "--namespace", "twc", "-f", defaults, "-f", valuesFile(t, string(valuesYAML)))
+			chart := refusedItems(err, regexp.QuoteMeta("at '/"+strings.ReplaceAll(c.value, ".", "/")+"/")+`(\d+)'`)
+
+			b := newBundle(c.value)
+			if err := b.add("helm template", []byte(out)); err != nil {
+				t.Fatal(err)
+			}
+			spec := &b.deployments[0].Spec.Template.Spec
+			sidecar := findContainer(spec.Containers, sidecarName)
+			cfgText, env := podConfig(t, b, spec, sidecar, configPath(t, sidecar), false)
+			msg, _ := checkConfig(t, mergeConfig(t, cfgText, cfg), env)
+			binary := refusedItems(errors.New(msg), regexp.QuoteMeta(strings.Join(c.key, ".")+"[")+`(\d+)\]`)
+
+			for i, item := range c.corpus {
+				if chart[i] != binary[i] {
+					t.Errorf("%s[%d] %q: chart refuses %v, binary refuses %v", c.value, i, item, chart[i], binary[i])
+				}
+			}
+			if len(chart) == 0 || len(chart) == len(c.corpus) {
+				t.Errorf("the corpus should hold items both accept and items both refuse; the chart refuses %d of %d", len(chart), len(c.corpus))
+			}
+		})
+	}
+}
+
+// refusedItems is the set of list indexes err names with re's group.
+func refusedItems(err error, re string) map[int]bool {
+	set := map[int]bool{}
+	if err == nil {
+		return set
+	}
+	for _, m := range regexp.MustCompile(re).FindAllStringSubmatch(err.Error(), -1) {
+		i, _ := strconv.Atoi(m[1])
+		set[i] = true
+	}
+	return set
+}
+
+func setPath(m map[string]any, keys []string, v any) {
+	for _, k := range keys[:len(keys)-1] {
+		sub, ok := m[k].(map[string]any)
+		if !ok {
+			sub = map[string]any{}
+			m[k] = sub
+		}
+		m = sub
+	}
+	m[keys[len(keys)-1]] = v
+}
+
+// mergeConfig sets the keys of over into the config text.
+func mergeConfig(t *testing.T, cfgText string, over map[string]any) string {
+	t.Helper()
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(cfgText), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var merge func(dst, src map[string]any)
+	merge = func(dst, src map[string]any) {
+		for k, v := range src {
+			if sub, ok := v.(map[string]any); ok {
+				d, _ := dst[k].(map[string]any)
+				if d == nil {
+					d = map[string]any{}
+					dst[k] = d
+				}
+				merge(d, sub)
+				continue
+			}
+			dst[k] = v
+		}
+	}
+	merge(cfg, over)
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // checkRefusal wants msg to name value where c.by says the chart refuses
@@ -179,6 +315,24 @@ var refusals = []refusal{
 	{"__Host- cookie with a domain", "session: {cookieName: __Host-twc, cookieDomain: example.com}", "session.cookieDomain", "schema"},
 	{"__Host- cookie not Secure", "session: {cookieName: __host-twc, cookieSecure: false}", "session.cookieSecure", "schema"},
 	{"__Secure- cookie not Secure", "session: {cookieName: __Secure-twc, cookieSecure: false}", "session.cookieSecure", "schema"},
+
+	// Lists: every item checked, and named by its index.
+	{"trustedProxies a host name", "trustedProxies: [10.0.0.0/8, ingress-nginx]", "trustedProxies[1]", "schema"},
+	{"trustedProxies a range", "trustedProxies: [10.0.0.1-10.0.0.9]", "trustedProxies[0]", "schema"},
+	{"trustedProxies three octets", "trustedProxies: [10.0.0/24]", "trustedProxies[0]", "schema"},
+	{"trustedProxies prefix too long", "trustedProxies: [10.0.0.0/33]", "trustedProxies[0]", "schema"},
+	{"trustedProxies IPv6 typo", "trustedProxies: [\"fd00:::/8\"]", "trustedProxies[0]", "schema"},
+	{"auth.scopes with a space", "auth: {scopes: [\"openid profile\"]}", "auth.scopes[0]", "schema"},
+	{"auth.scopes empty", "auth: {scopes: [offline_access, \"\"]}", "auth.scopes[1]", "schema"},
+	{"skipAuth invalid regex", "skipAuth: [\"^/static/(\"]", "skipAuth[0]", "schema"},
+	{"skipAuth lookahead", "skipAuth: [\"^/(?!private)\"]", "skipAuth[0]", "schema"},
+	{"skipAuth method without path", "skipAuth: [\"^/ok$\", \"GET=\"]", "skipAuth[1]", "template"},
+	{"skipAuth method then repetition", "skipAuth: [\"GET=*.js\"]", "skipAuth[0]", "template"},
+	{"serviceAccount.routes invalid regex", "serviceAccount: {enabled: true, username: svc, password: pw, routes: [\"^/osmc/(workspaces\"]}", "serviceAccount.routes[0]", "schema"},
+	{"apiTokens.audiences empty", "apiTokens: {enabled: true, audiences: [\"\"]}", "apiTokens.audiences[0]", "schema"},
+	// TWC's client_credentials grant puts the user's credentials in the
+	// Basic header: the client cannot authenticate there too.
+	{"serviceAccount with client_secret_basic", "auth: {clientAuth: client_secret_basic}\nserviceAccount: {enabled: true, username: svc, password: pw}", "auth.clientAuth", "schema"},
 }
 
 var acceptances = []struct{ name, values string }{

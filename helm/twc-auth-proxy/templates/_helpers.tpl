@@ -130,6 +130,25 @@ these paths too, but helm would report only "'not' failed".
 {{- $url -}}
 {{- end -}}
 
+{{/*
+twc-auth-proxy.checkSkipAuth refuses a skipAuth rule whose path regex,
+after METHOD=, the proxy would refuse at start: values.schema.json checks
+each rule as a whole regex, which "GET=" and "GET=*.js" are and their
+path regexes are not. A regex is valid exactly when "|" + it matches the
+empty string: regexMatch cannot report a compile error, and is false on one.
+*/}}
+{{- define "twc-auth-proxy.checkSkipAuth" -}}
+{{- range $i, $rule := .Values.skipAuth -}}
+{{- $method := regexFind "^[A-Z]+=" $rule -}}
+{{- $path := trimPrefix $method $rule -}}
+{{- if and $method (not $path) -}}
+{{- fail (printf "skipAuth[%d] %q: no path regex after %s, e.g. %s^/static/" $i $rule $method $method) -}}
+{{- else if and $method (not (regexMatch (printf "|%s" $path) "")) -}}
+{{- fail (printf "skipAuth[%d] %q: the path regex after %s is not a valid Go regex (it may not start with *, + or ?)" $i $rule $method) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "twc-auth-proxy.upstream" -}}
 {{- if .Values.upstream.url -}}
 {{- .Values.upstream.url -}}
@@ -154,6 +173,7 @@ never in it: the *_file keys name files of the mounted Secret.
 {{- end -}}
 {{- include "twc-auth-proxy.checkUpstreamTLS" . -}}
 {{- include "twc-auth-proxy.checkPorts" . -}}
+{{- include "twc-auth-proxy.checkSkipAuth" . -}}
 {{- if lt (int $v.shutdownTimeoutSeconds) 1 -}}
 {{- fail "shutdownTimeoutSeconds must be at least 1: the proxy reads 0 as its default, 20 s, which terminationGracePeriodSeconds would not cover" -}}
 {{- end -}}
