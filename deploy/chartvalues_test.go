@@ -333,6 +333,16 @@ var refusals = []refusal{
 	// TWC's client_credentials grant puts the user's credentials in the
 	// Basic header: the client cannot authenticate there too.
 	{"serviceAccount with client_secret_basic", "auth: {clientAuth: client_secret_basic}\nserviceAccount: {enabled: true, username: svc, password: pw}", "auth.clientAuth", "schema"},
+
+	// Secrets, which the chart writes into its Secret and the proxy reads
+	// trimmed. Checked by templates: the schema's errors quote the value.
+	{"session.secret too short", "session: {secret: \"c2hvcnQgYnV0IGJhc2U2NA==\"}", "session.secret", "template"},
+	{"session.secret a passphrase", "session: {secret: \"correct horse battery staple\"}", "session.secret", "template"},
+	{"session.secret second key too short", "session: {secret: [\"" + testKeyURL + "\", \"c2hvcnQ=\"]}", "session.secret", "template"},
+	{"session.secret empty list", "session: {secret: []}", "session.secret", "template"},
+	{"session.secret only separators", "session: {secret: \" ,\\n\"}", "session.secret", "template"},
+	{"auth.clientSecret only whitespace", "auth: {clientSecret: \"  \\n\"}", "auth.clientSecret", "template"},
+	{"serviceAccount.password only whitespace", "serviceAccount: {enabled: true, username: svc, password: \" \"}", "serviceAccount.password", "template"},
 }
 
 var acceptances = []struct{ name, values string }{

@@ -256,20 +256,62 @@ upstream-ca.crt: |
 {{/*
 twc-auth-proxy.secretData is the data of the Secret the chart creates, empty
 with existingSecret. The session secret must be given one way or the other.
+The proxy trims each secret: one of only blanks is none.
 */}}
 {{- define "twc-auth-proxy.secretData" -}}
 {{- $v := .Values -}}
 {{- if not $v.existingSecret -}}
-{{- $session := required "session.secret is required: set session.secret to base64 of 32 random bytes (openssl rand -base64 32), or existingSecret to a Secret holding it under secretKeys.sessionSecret" $v.session.secret -}}
-{{- if kindIs "slice" $session -}}
-{{- $session = join "\n" $session -}}
+{{- $session := include "twc-auth-proxy.sessionKeys" . -}}
+{{- if not (trim $v.auth.clientSecret) -}}
+{{- fail "auth.clientSecret is required (TWC's authentication.client.secret), or set existingSecret" -}}
 {{- end -}}
-{{ $v.secretKeys.clientSecret }}: {{ required "auth.clientSecret is required (TWC's authentication.client.secret), or set existingSecret" $v.auth.clientSecret | b64enc }}
+{{- if and $v.serviceAccount.enabled (not (trim $v.serviceAccount.password)) -}}
+{{- fail "serviceAccount.password is required with serviceAccount.enabled, or set existingSecret" -}}
+{{- end }}
+{{ $v.secretKeys.clientSecret }}: {{ $v.auth.clientSecret | b64enc }}
 {{ $v.secretKeys.sessionSecret }}: {{ $session | b64enc }}
 {{- if $v.serviceAccount.enabled }}
-{{ $v.secretKeys.servicePassword }}: {{ required "serviceAccount.password is required with serviceAccount.enabled, or set existingSecret" $v.serviceAccount.password | b64enc }}
+{{ $v.secretKeys.servicePassword }}: {{ $v.serviceAccount.password | b64enc }}
 {{- end }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+twc-auth-proxy.sessionKeys is the session secret file, checked as the proxy
+reads it: keys separated by newlines or commas (a list is joined by
+newlines), each trimmed, each standard or URL-safe base64, padded or not,
+of at least 32 bytes (43 characters without padding). The messages are the
+proxy's, and never show a key.
+*/}}
+{{- define "twc-auth-proxy.sessionKeys" -}}
+{{- $required := "session.secret is required: set session.secret to base64 of 32 random bytes (openssl rand -base64 32), or existingSecret to a Secret holding it under secretKeys.sessionSecret" -}}
+{{- $secret := required $required .Values.session.secret -}}
+{{- if kindIs "slice" $secret -}}
+{{- $secret = join "\n" $secret -}}
+{{- end -}}
+{{- $keys := list -}}
+{{- range regexSplit "[\n\r,]" $secret -1 -}}
+{{- if trim . -}}
+{{- $keys = append $keys (trim .) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $keys -}}
+{{- fail $required -}}
+{{- end -}}
+{{- range $i, $k := $keys -}}
+{{- $which := "session.secret" -}}
+{{- if gt (len $keys) 1 -}}
+{{- $which = printf "session.secret: key %d of %d" (add1 $i) (len $keys) -}}
+{{- end -}}
+{{- if not (regexMatch "^(([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}(==)?|[A-Za-z0-9+/]{3}=?)?|([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2}(==)?|[A-Za-z0-9_-]{3}=?)?)$" $k) -}}
+{{- fail (printf "%s: not valid base64 (generate one with: openssl rand -base64 32)" $which) -}}
+{{- end -}}
+{{- $chars := len (trimSuffix "=" (trimSuffix "=" $k)) -}}
+{{- if lt $chars 43 -}}
+{{- fail (printf "%s: too short: %d bytes after base64 decoding, need at least 32 (openssl rand -base64 32)" $which (div (mul $chars 3) 4)) -}}
+{{- end -}}
+{{- end -}}
+{{- $secret -}}
 {{- end -}}
 
 {{- define "twc-auth-proxy.preStopSleepSeconds" -}}
