@@ -343,10 +343,17 @@ var refusals = []refusal{
 	{"session.secret only separators", "session: {secret: \" ,\\n\"}", "session.secret", "template"},
 	{"auth.clientSecret only whitespace", "auth: {clientSecret: \"  \\n\"}", "auth.clientSecret", "template"},
 	{"serviceAccount.password only whitespace", "serviceAccount: {enabled: true, username: svc, password: \" \"}", "serviceAccount.password", "template"},
+
+	// Durations the schema's Go syntax admits but the proxy refuses.
+	{"session.lifetime under a second", "session: {lifetime: 500ms}", "session.lifetime", "template"},
+	{"upstreamTimeout out of range", "upstreamTimeout: 3000000h", "upstreamTimeout", "template"},
+	{"auth.refreshMargin out of range", "auth: {refreshMargin: 9999999999s}", "auth.refreshMargin", "template"},
 }
 
 var acceptances = []struct{ name, values string }{
 	{"durations in Go syntax", "upstreamTimeout: 1m30s\nauth: {timeout: 2.5s, refreshMargin: 1m}\nsession: {lifetime: 720h}"},
+	{"durations Go reads that look odd", "upstreamTimeout: .5s\nauth: {timeout: 1500ms, refreshMargin: \"0\"}\nsession: {lifetime: 1s}"},
+	{"durations near the top of the range", "upstreamTimeout: 2562047h\nsession: {lifetime: 100000h}"},
 	{"trustedProxies IPv4 and IPv6", "trustedProxies: [10.0.0.0/8, 192.168.1.10, \"fd00::/8\", \"2001:db8::1\", \"::ffff:10.1.2.3\", 0.0.0.0/0, \"::/0\"]"},
 	{"https issuer with path and trailing slash", "auth: {issuerUrl: \"https://twc.example.com:8443/authentication/\"}"},
 	{"http issuer in the cluster", "auth: {issuerUrl: \"http://twc-auth.twc.svc.cluster.local:8080/authentication\"}"},

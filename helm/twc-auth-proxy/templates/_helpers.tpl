@@ -61,15 +61,41 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 twc-auth-proxy.duration renders a duration value (list "name" value) for
 config.yaml, refusing zero: the proxy reads 0 as its own default, never as
-"none", so "0s" would silently mean 60s, 10s or 336h.
+"none", so "0s" would silently mean 60s, 10s or 336h. A third element is
+the least number of seconds the proxy takes.
 */}}
 {{- define "twc-auth-proxy.duration" -}}
 {{- $name := index . 0 -}}
 {{- $d := index . 1 | toString -}}
-{{- if not (regexMatch "[1-9]" $d) -}}
+{{- $s := include "twc-auth-proxy.seconds" (list $name $d) | float64 -}}
+{{- if le $s 0.0 -}}
 {{- fail (printf "%s must be more than 0, not %q: the proxy would read it as its default" $name $d) -}}
 {{- end -}}
+{{- if and (gt (len .) 2) (lt $s (index . 2 | float64)) -}}
+{{- fail (printf "%s must be at least %vs, not %q" $name (index . 2) $d) -}}
+{{- end -}}
 {{- $d | toJson -}}
+{{- end -}}
+
+{{/*
+twc-auth-proxy.seconds is a duration value (list "name" value), in the Go
+syntax values.schema.json admits, in seconds: the sum of its components.
+It refuses what time.ParseDuration refuses although the syntax is right:
+more than 2^63-1 ns. sprig's addf and mulf compute in decimal.
+*/}}
+{{- define "twc-auth-proxy.seconds" -}}
+{{- $name := index . 0 -}}
+{{- $d := index . 1 | toString -}}
+{{- $unit := dict "h" 3600.0 "m" 60.0 "s" 1.0 "ms" 0.001 "us" 0.000001 "µs" 0.000001 "μs" 0.000001 "ns" 0.000000001 -}}
+{{- $s := 0.0 -}}
+{{- range regexFindAll "[0-9.]+[^0-9.]+" $d -1 -}}
+{{- $n := regexFind "^[0-9.]+" . -}}
+{{- $s = addf $s (mulf (float64 $n) (get $unit (trimPrefix $n .))) -}}
+{{- end -}}
+{{- if gt $s 9223372036.854775807 -}}
+{{- fail (printf "%s %s is out of range: a duration is at most 2562047h (about 292 years)" $name $d) -}}
+{{- end -}}
+{{- $s -}}
 {{- end -}}
 
 {{/*
@@ -200,6 +226,7 @@ auth:
   client_secret_file: {{ printf "%s/%s" $secretDir $v.secretKeys.clientSecret | toJson }}
   client_auth: {{ $v.auth.clientAuth | toJson }}
   scopes: {{ $v.auth.scopes | default list | toJson }}
+  {{- $_ := include "twc-auth-proxy.seconds" (list "auth.refreshMargin" $v.auth.refreshMargin) }}
   refresh_margin: {{ $v.auth.refreshMargin | toJson }}
   require_nonce: {{ $v.auth.requireNonce | toJson }}
   timeout: {{ include "twc-auth-proxy.duration" (list "auth.timeout" $v.auth.timeout) }}
@@ -219,7 +246,7 @@ session:
   cookie_domain: {{ . | toJson }}
   {{- end }}
   secret_file: {{ printf "%s/%s" $secretDir $v.secretKeys.sessionSecret | toJson }}
-  lifetime: {{ include "twc-auth-proxy.duration" (list "session.lifetime" $v.session.lifetime) }}
+  lifetime: {{ include "twc-auth-proxy.duration" (list "session.lifetime" $v.session.lifetime 1) }}
 log:
   format: {{ $v.log.format | toJson }}
   level: {{ $v.log.level | toJson }}
