@@ -252,9 +252,9 @@ func TestChartRefusesValuesThatCannotWork(t *testing.T) {
 		{"no dashboard and no upstream.url", "dashboard.enabled=false", "dashboard.enabled=false needs upstream.url"},
 		// The proxy refuses these at start (upstream_ca_file,
 		// upstream_insecure_skip_verify).
-		{"upstream.caBundle and upstream.caFile", twcREST + ",upstream.caBundle=x,upstream.caFile=/etc/twc-ca/ca.crt", "upstream.caBundle and upstream.caFile: set one, not both"},
+		{"upstream.caBundle and upstream.caFile", twcREST + ",upstream.caBundle=" + testCA + ",upstream.caFile=/etc/twc-ca/ca.crt", "upstream.caBundle and upstream.caFile: set one, not both"},
 		{"upstream.caFile and insecureSkipVerify", twcREST + ",upstream.caFile=/etc/twc-ca/ca.crt,upstream.insecureSkipVerify=true", "upstream.insecureSkipVerify and upstream.caBundle/caFile: set one"},
-		{"upstream.caBundle for the http dashboard", "upstream.caBundle=x", "for an https upstream.url, and the upstream is http://127.0.0.1:8080"},
+		{"upstream.caBundle for the http dashboard", "upstream.caBundle=" + testCA, "for an https upstream.url, and the upstream is http://127.0.0.1:8080"},
 		{"upstream.caFile for an http upstream.url", "dashboard.enabled=false,upstream.url=http://twc.example.com:8111,upstream.caFile=/etc/twc-ca/ca.crt", "for an https upstream.url"},
 		{"sidecar upstream.insecureSkipVerify for http", "mode=sidecar,upstream.insecureSkipVerify=true", "for an https upstream.url"},
 	} {
@@ -323,7 +323,7 @@ func TestChartUpstreamTLS(t *testing.T) {
 			t.Error("upstream_insecure_skip_verify is true, want false")
 		}
 		// A new bundle rolls the pods.
-		other := render(t, chartDir, "-f", withBundle, "--set", "upstream.caBundle=-----BEGIN CERTIFICATE-----")
+		other := render(t, chartDir, "-f", withBundle, "--set", "upstream.caBundle=# rotated\n"+testCA)
 		const key = "checksum/twc-auth-proxy-config"
 		if d.Spec.Template.Annotations[key] == other.deployments[0].Spec.Template.Annotations[key] {
 			t.Errorf("%s unchanged by a new upstream.caBundle", key)
@@ -407,7 +407,7 @@ func TestChartChecksumsRollPods(t *testing.T) {
 	}{
 		{"log level", "log.level=debug", true, false},
 		{"skip rule", "skipAuth[0]=^/static/", true, false},
-		{"CA bundle", "auth.caBundle=-----BEGIN CERTIFICATE-----", true, false},
+		{"CA bundle", "auth.caBundle=" + testCA, true, false},
 		{"session secret", "session.secret=b3RoZXIga2V5OiB0ZXN0IG9ubHksIG5vdCBhIHJlYWwga2V5", false, true},
 		{"client secret", "auth.clientSecret=other", false, true},
 		{"replicas", "replicaCount=5", false, false},
