@@ -264,7 +264,7 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 	keys := p.sessionKeys(fc.Session, getenv)
 	cookieName := orDefault(fc.Session.CookieName, defaultCookieName)
 	if !validCookieName(cookieName) {
-		p.add("session.cookie_name", "must be a cookie token (letters, digits, _ or -)")
+		p.add("session.cookie_name", "must be a cookie name: letters, digits and any of !#$%&'*+-^_`|~ (no dot, space, quote, comma, = or ;)")
 	}
 	if d := fc.Session.CookieDomain; d != "" && !validCookieDomain(d) {
 		p.add("session.cookie_domain", "must be a domain name such as example.com (or .example.com)")

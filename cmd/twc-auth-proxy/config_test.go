@@ -425,7 +425,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "bad trusted_proxies prefix", raw: conf("trusted_proxies: [10.0.0.0/33]"), keys: []string{"trusted_proxies[0]"}},
 		{name: "bad trusted_proxies host", raw: conf("trusted_proxies: [10.0.0.1, ingress.local]"), keys: []string{"trusted_proxies[1]"}},
 		{name: "bad scope", raw: conf("auth.scopes: ['openid profile']"), keys: []string{"auth.scopes[0]"}},
-		{name: "bad cookie name", raw: conf("session.cookie_name: 'my session'"), keys: []string{"session.cookie_name"}},
+		{name: "bad cookie name", raw: conf("session.cookie_name: 'my session'"), keys: []string{"session.cookie_name"}, text: "letters, digits and any of"},
 		{name: "__Host- cookie name, not Secure", raw: conf("session.cookie_name: __Host-twc", "session.cookie_secure: false"), keys: []string{"session.cookie_name"}, text: "only when it is Secure"},
 		{name: "__Host- cookie name with a domain", raw: conf("session.cookie_name: __Host-twc", "session.cookie_domain: example.com"), keys: []string{"session.cookie_name"}, text: "no domain"},
 		{name: "__Secure- cookie name, not Secure", raw: conf("session.cookie_name: __Secure-twc", "session.cookie_secure: false"), keys: []string{"session.cookie_name"}},
