@@ -42,10 +42,13 @@ func TestWatchdogExpires(t *testing.T) {
 	cancelLate, nLate := counted()
 	cancelEarly, nEarly := counted()
 	cancelEnded, nEnded := counted()
+	// early and ended entered the list an hour after late: their deadlines
+	// cannot pass during the test however slow the machine, so a cancel of
+	// either can only come from a watchdog that ignores stop.
 	now := time.Now()
 	d.start(&late, now, cancelLate)
-	d.start(&early, now, cancelEarly)
-	d.start(&ended, now, cancelEnded)
+	d.start(&early, now.Add(time.Hour), cancelEarly)
+	d.start(&ended, now.Add(time.Hour), cancelEnded)
 	// early's headers come in time; ended is taken out from the middle
 	// of the list when its request ends.
 	if d.stop(&early, false) {
