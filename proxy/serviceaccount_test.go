@@ -560,19 +560,16 @@ func TestServiceAccountNoExpiredTokenAfterFailedRenewal(t *testing.T) {
 	}
 	first := tokenOf(t, h.lastUpstream())
 	h.clock.Advance(4*time.Minute + 40*time.Second) // due, 20 s left
-	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusServiceUnavailable, TokenDelay: 300 * time.Millisecond})
-	// The token expires while the renewal waits for the auth server.
-	advanced := make(chan struct{})
-	go func() {
-		defer close(advanced)
-		for h.idp.TokenCalls("refresh_token") == 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
-		h.clock.Advance(30 * time.Second)
-	}()
+	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusServiceUnavailable})
+	// The token expires while the renewal waits for the auth server: the
+	// clock moves on before its first answer reaches the proxy.
+	var advance sync.Once
+	h.auth.client.Transport = afterTokenCall(func() { advance.Do(func() { h.clock.Advance(30 * time.Second) }) })
 	before := len(h.upstreamSeen())
 	resp, body := h.do(&http.Client{}, "GET", "/api/reports/x", nil)
-	<-advanced
+	if h.idp.TokenCalls("refresh_token") == 0 {
+		t.Fatal("no renewal was attempted: the case tests nothing")
+	}
 	for _, u := range h.upstreamSeen()[before:] {
 		if tokenOf(t, u) == first {
 			t.Fatal("the upstream got the service token after it expired")
@@ -610,17 +607,24 @@ func TestServiceAccountDroppedTokenNotServedAfterFailedRenewal(t *testing.T) {
 	}()
 	<-arrived
 	h.clock.Advance(4*time.Minute + 40*time.Second) // due, 20 s left
-	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusServiceUnavailable, TokenDelay: 300 * time.Millisecond})
-	// While the renewal waits for the auth server, TWC rejects the token.
-	go func() {
-		for h.idp.TokenCalls("refresh_token") == 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
-		close(release)
-	}()
+	h.idp.SetFaults(authtest.Faults{TokenStatus: http.StatusServiceUnavailable})
+	// While the renewal waits for the auth server, TWC rejects the token:
+	// the auth server's first answer reaches the proxy only once the slow
+	// request has had TWC's 401, which the proxy answers after the drop.
+	slowCode := make(chan int, 1)
+	var reject sync.Once
+	h.auth.client.Transport = afterTokenCall(func() {
+		reject.Do(func() {
+			close(release)
+			slowCode <- <-slow
+		})
+	})
 	before := len(h.upstreamSeen())
 	resp, body := h.do(&http.Client{}, "GET", "/api/reports/y", nil)
-	if code := <-slow; code != http.StatusUnauthorized {
+	if h.idp.TokenCalls("refresh_token") == 0 {
+		t.Fatal("no renewal was attempted: the case tests nothing")
+	}
+	if code := <-slowCode; code != http.StatusUnauthorized {
 		t.Fatalf("the slow request: got %d, want TWC's 401", code)
 	}
 	for _, u := range h.upstreamSeen()[before:] {
@@ -631,4 +635,18 @@ func TestServiceAccountDroppedTokenNotServedAfterFailedRenewal(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "service_account_unavailable") {
 		t.Errorf("got %d %s, want 503 service_account_unavailable", resp.StatusCode, body)
 	}
+}
+
+// afterTokenCall is a transport for the auth server's client that runs
+// hook once the token endpoint has answered, before the proxy reads the
+// answer: what hook does happens while a token call is under way, however
+// slow the machine.
+type afterTokenCall func()
+
+func (hook afterTokenCall) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if strings.HasSuffix(r.URL.Path, "/api/token") {
+		hook()
+	}
+	return resp, err
 }
