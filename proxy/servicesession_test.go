@@ -20,7 +20,9 @@ import (
 // issued is served in that session; any other opens a new session (a
 // license seat), which takes open to do, and sets its cookie with maxAge
 // (0: no Max-Age). fail, while it returns a status, answers instead of
-// opening a session.
+// opening a session. expire, while set, makes the next answer in a session
+// set that session's cookie again with Max-Age=expire, so that it runs out
+// a known time after that answer, not during a burst of requests.
 type fakeTWCREST struct {
 	open     time.Duration
 	maxAge   int
@@ -28,7 +30,11 @@ type fakeTWCREST struct {
 	user     string       // when set, also sets twc-rest-current-user
 	logout   int          // when set, the status a GET .../osmc/logout answers
 	fail     atomic.Int32 // status to answer requests without a session with; 0: open one
+	expire   atomic.Int32
 	sessions atomic.Int32
+	// opening and maxOpening count the requests opening a session (or
+	// failing to) at once.
+	opening, maxOpening atomic.Int32
 }
 
 func (f *fakeTWCREST) serve(w http.ResponseWriter, r *http.Request) {
@@ -36,16 +42,25 @@ func (f *fakeTWCREST) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(f.logout)
 		return
 	}
+	path := cmp.Or(f.path, "/osmc")
 	if c, err := r.Cookie("twc-rest-session-id"); err == nil && strings.HasPrefix(c.Value, "seat-") {
+		if age := f.expire.Swap(0); age != 0 {
+			http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: c.Value, Path: path, MaxAge: int(age)})
+		}
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	for in := f.opening.Add(1); ; {
+		if m := f.maxOpening.Load(); in <= m || f.maxOpening.CompareAndSwap(m, in) {
+			break
+		}
+	}
 	time.Sleep(f.open)
+	f.opening.Add(-1)
 	if st := f.fail.Load(); st != 0 {
 		w.WriteHeader(int(st))
 		return
 	}
-	path := cmp.Or(f.path, "/osmc")
 	n := f.sessions.Add(1)
 	http.SetCookie(w, &http.Cookie{Name: "twc-rest-session-id", Value: fmt.Sprintf("seat-%d", n), Path: path, MaxAge: f.maxAge})
 	if f.user != "" {
@@ -76,7 +91,7 @@ func (h *harness) burst(n int, path string) []int {
 // (one license seat each): one opens it, the others wait and use it. The
 // same holds when the session cookie expires.
 func TestServiceAccountConcurrentRequestsShareOneTWCSession(t *testing.T) {
-	twc := &fakeTWCREST{open: 50 * time.Millisecond, maxAge: 1}
+	twc := &fakeTWCREST{open: 50 * time.Millisecond}
 	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) { o.upstream = twc.serve })
 	for i, code := range h.burst(20, "/osmc/workspaces") {
 		if code != http.StatusOK {
@@ -91,29 +106,43 @@ func TestServiceAccountConcurrentRequestsShareOneTWCSession(t *testing.T) {
 			t.Fatalf("upstream request %d went without the session: Cookie %q", i+1, u.Header.Get("Cookie"))
 		}
 	}
-	time.Sleep(1100 * time.Millisecond) // the cookie's Max-Age=1 runs out (the jar keeps real time)
+	expireSession(t, h, twc)
 	h.burst(20, "/osmc/workspaces")
 	if n := twc.sessions.Load(); n != 2 {
 		t.Fatalf("TWC sessions opened = %d after the first expired and 20 more requests, want 2", n)
 	}
 }
 
+// expireSession makes the service identity's TWC session cookie run out:
+// TWC sets it again with Max-Age=1 on a request in the session, and the
+// test waits that second (the jar keeps real time).
+func expireSession(t *testing.T, h *harness, twc *fakeTWCREST) {
+	t.Helper()
+	twc.expire.Store(1)
+	if resp, _ := h.do(&http.Client{}, "GET", "/osmc/workspaces", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("request in the session: got %d, want 200", resp.StatusCode)
+	}
+	if twc.expire.Load() != 0 {
+		t.Fatal("the request went without the session cookie: TWC did not set it again")
+	}
+	time.Sleep(1100 * time.Millisecond)
+}
+
 // TestServiceAccountSessionOpenerFails: when the request opening the TWC
 // session fails, the requests waiting for it go on (nobody waits forever),
 // and once TWC answers again one request opens the session.
 func TestServiceAccountSessionOpenerFails(t *testing.T) {
-	twc := &fakeTWCREST{open: 50 * time.Millisecond}
+	twc := &fakeTWCREST{open: 200 * time.Millisecond}
 	twc.fail.Store(http.StatusServiceUnavailable)
 	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) { o.upstream = twc.serve })
-	start := time.Now()
 	for i, code := range h.burst(20, "/osmc/workspaces") {
 		if code != http.StatusServiceUnavailable {
 			t.Fatalf("request %d: got %d, want TWC's 503", i, code)
 		}
 	}
-	// Held in turn, they would take at least 20 openings in a row.
-	if d := time.Since(start); d >= 20*twc.open {
-		t.Errorf("20 requests against a failing upstream took %v: the waiting requests were held in turn", d)
+	// Held in turn, each would have had the upstream to itself.
+	if n := twc.maxOpening.Load(); n < 2 {
+		t.Errorf("at most %d of 20 requests against a failing upstream were there at once: the waiting requests were held in turn", n)
 	}
 	twc.fail.Store(0)
 	h.burst(20, "/osmc/workspaces")
@@ -520,7 +549,7 @@ func cookieValue(cookies []*http.Cookie, name string) string {
 // the requests that waited go with a new one: they must not each open a TWC
 // session (a license seat) with it, but wait for one of them to open it.
 func TestServiceAccountRejectedOpenerKeepsOneTWCSession(t *testing.T) {
-	twc := &fakeTWCREST{open: 50 * time.Millisecond, maxAge: 1}
+	twc := &fakeTWCREST{open: 50 * time.Millisecond}
 	var revoked atomic.Value
 	revoked.Store("")
 	h := newHarness(t, withService(func(c *ServiceAccountConfig) { c.Routes = nil }), func(o *harnessOpts) {
@@ -537,9 +566,9 @@ func TestServiceAccountRejectedOpenerKeepsOneTWCSession(t *testing.T) {
 	if resp, _ := h.do(&http.Client{}, "GET", "/osmc/workspaces", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("first request: got %d", resp.StatusCode)
 	}
+	expireSession(t, h, twc)
 	revoked.Store(tokenOf(t, h.lastUpstream()))
-	time.Sleep(1100 * time.Millisecond) // the session cookie's Max-Age=1 runs out (the jar keeps real time)
-	h.clock.Advance(time.Minute)        // so that the next token differs from the revoked one
+	h.clock.Advance(time.Minute) // so that the next token differs from the revoked one
 	rejected := 0
 	for i, code := range h.burst(20, "/osmc/workspaces") {
 		switch code {
