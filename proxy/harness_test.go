@@ -305,6 +305,23 @@ func (h *harness) lastUpstream() upstreamRequest {
 	return s[len(s)-1]
 }
 
+// waitUpstream waits up to 10 s for the upstream to receive a request for
+// uri (its request URI); the upstream records a request before its handler
+// runs, so a request whose body is still on its way counts.
+func (h *harness) waitUpstream(uri string) {
+	h.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		for _, u := range h.upstreamSeen() {
+			if u.URI == uri {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the upstream did not receive %s within 10s", uri)
+		}
+	}
+}
+
 // tokenOf returns the token the upstream got in Authorization: Token.
 func tokenOf(t *testing.T, r upstreamRequest) string {
 	t.Helper()

@@ -296,7 +296,9 @@ func TestServiceAccountSlowUploadHoldsNoOne(t *testing.T) {
 			io.Copy(io.Discard, r.Body)
 			twc.serve(w, r)
 		}
-		o.cfg = func(c *Config) { c.UpstreamTimeout = 500 * time.Millisecond }
+		// Held by the upload, the others would get the 504 of a wait
+		// for the TWC session after it.
+		o.cfg = func(c *Config) { c.UpstreamTimeout = testUpstreamTimeout }
 	})
 	pr, pw := io.Pipe()
 	defer pw.Close()
@@ -310,7 +312,7 @@ func TestServiceAccountSlowUploadHoldsNoOne(t *testing.T) {
 		}
 	}()
 	pw.Write([]byte("0123456789"))
-	time.Sleep(200 * time.Millisecond) // the upload is under way
+	h.waitUpstream("/osmc/upload") // the upload is under way
 	for i, code := range h.burst(3, "/osmc/workspaces") {
 		if code != http.StatusOK {
 			t.Errorf("request %d: got %d while another caller uploads slowly, want 200", i, code)

@@ -781,7 +781,7 @@ func TestClientAbortedUploadIsNotAnUpstreamError(t *testing.T) {
 		path := "/upload/" + strconv.Itoa(i)
 		io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: application/json\r\nContent-Length: 100000\r\n"+
 			"Cookie: "+cookies+"\r\n\r\n"+strings.Repeat("x", 1000))
-		time.Sleep(50 * time.Millisecond) // the upstream has the first part
+		h.waitUpstream(path) // the upstream reads the body
 		conn.Close()
 		line := h.requestLine(path)
 		if line["status"] != int64(499) || line["outcome"] != "upstream_canceled" {
