@@ -212,9 +212,8 @@ func TestDiscoveryRetriesUntilAuthServerUp(t *testing.T) {
 	}))
 	defer front.Close()
 
-	reg := newRegistry()
 	a := NewAuthServer(AuthConfig{IssuerURL: front.URL + "/authentication", ClientID: testClientID, Timeout: time.Second},
-		&http.Client{Timeout: time.Second}, h.server.log, NewMetrics(reg))
+		&http.Client{Timeout: time.Second}, h.server.log, h.server.m)
 	h.server.auth = a
 	done := make(chan struct{})
 	go func() { a.Run(t.Context()); close(done) }()
@@ -226,7 +225,12 @@ func TestDiscoveryRetriesUntilAuthServerUp(t *testing.T) {
 	if a.Ready() {
 		t.Fatal("ready with no auth server")
 	}
-	time.Sleep(600 * time.Millisecond) // let at least one attempt fail
+	// At least one attempt fails before the auth server comes up.
+	for deadline := time.Now().Add(10 * time.Second); h.metric("twc_auth_proxy_discovery_failures_total", nil) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed discovery attempt within 10s")
+		}
+	}
 	up.Store(true)
 	select {
 	case <-done:
