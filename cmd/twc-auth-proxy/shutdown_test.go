@@ -67,18 +67,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 
 	r.cancel() // SIGTERM
 	// New connections are refused while the in-flight ones still wait.
-	refused := false
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		conn, err := net.DialTimeout("tcp", listen, time.Second)
-		if err != nil {
-			refused = true
-			break
-		}
-		conn.Close()
-	}
-	if !refused {
-		t.Fatal("the listener still accepts connections after SIGTERM")
-	}
+	waitRefused(t, listen)
 	select {
 	case <-r.done:
 		t.Fatal("run returned while requests were in flight")
@@ -101,6 +90,22 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		t.Fatal("run did not return within the grace period")
 	}
 	t.Logf("drained %d requests and stopped %v after they were released", inFlight, time.Since(start).Round(time.Millisecond))
+}
+
+// waitRefused waits up to 5 s for the proxy's listener at addr to be
+// closed, as run does first on SIGTERM.
+func waitRefused(t *testing.T, addr string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener still accepts connections after SIGTERM")
+		}
+	}
 }
 
 // serviceShutdown is a proxy with a service account in front of a fake TWC
@@ -216,8 +221,8 @@ func (ss *serviceShutdown) done(t *testing.T) error {
 func TestShutdownReleasesServiceSession(t *testing.T) {
 	ss := startServiceShutdown(t, "10s")
 	ss.slow(t)
-	ss.r.cancel() // SIGTERM
-	time.Sleep(300 * time.Millisecond)
+	ss.r.cancel()             // SIGTERM
+	waitRefused(t, ss.listen) // the drain has begun
 	close(ss.release)
 	if err := ss.done(t); err != nil {
 		t.Errorf("run returned %v, want nil", err)
@@ -288,16 +293,7 @@ func TestReadyzFailsWhileDraining(t *testing.T) {
 	}
 
 	r.cancel() // SIGTERM
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		conn, err := net.DialTimeout("tcp", listen, time.Second)
-		if err != nil {
-			break
-		}
-		conn.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("the listener still accepts connections after SIGTERM")
-		}
-	}
+	waitRefused(t, listen)
 	for _, tt := range []struct {
 		path string
 		want int
