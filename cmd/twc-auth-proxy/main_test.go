@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -49,18 +52,46 @@ func freeAddr(t *testing.T) string {
 // freeAddrs returns n distinct free loopback addresses. The listeners are
 // held until all n are chosen: closing each at once lets the kernel hand
 // the same port out twice.
+//
+// Once they are closed, until run listens, the ports are anyone's: the
+// test packages that run at the same time open servers on port 0 all the
+// time, and every outgoing connection takes a local port. So the ports
+// come from below the kernel's ephemeral range (Linux's
+// ip_local_port_range), which neither hands out.
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	addrs := make([]string, n)
-	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	low, high := freePortRange()
+	addrs := make([]string, 0, n)
+	for tries := 0; len(addrs) < n; tries++ {
+		if tries == 1000 {
+			t.Fatalf("no free port in [%d, %d) after 1000 tries", low, high)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(low+rand.IntN(high-low))))
 		if err != nil {
-			t.Fatal(err)
+			continue // taken
 		}
 		defer ln.Close()
-		addrs[i] = ln.Addr().String()
+		addrs = append(addrs, ln.Addr().String())
 	}
 	return addrs
+}
+
+// freePortRange is where freeAddrs picks ports: from 20000 up to the
+// first port of the ephemeral range; up to 32768 where that range cannot
+// be read (systems other than Linux start theirs there or higher) or
+// leaves no room below it.
+func freePortRange() (low, high int) {
+	low, high = 20000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return low, high
+	}
+	if f := strings.Fields(string(b)); len(f) == 2 {
+		if first, err := strconv.Atoi(f[0]); err == nil && first > low+1000 {
+			high = first
+		}
+	}
+	return low, high
 }
 
 // running is run started in the background.
