@@ -145,12 +145,15 @@ func newHarness(t *testing.T, mods ...func(*harnessOpts)) *harness {
 		ClientID:     testClientID,
 		ClientSecret: testSecret,
 		RedirectURL:  redirect.String(),
-		Timeout:      2 * time.Second,
+		// The product's default: every login, refresh and key fetch of a
+		// test must come within it, on a machine that may stall for
+		// seconds. Tests of the timeout set their own.
+		Timeout: 10 * time.Second,
 	}
 	if o.authCfg != nil {
 		o.authCfg(&acfg)
 	}
-	h.auth = NewAuthServer(acfg, &http.Client{Timeout: 5 * time.Second}, log, m)
+	h.auth = NewAuthServer(acfg, &http.Client{Timeout: 15 * time.Second}, log, m)
 	h.auth.now = h.clock.Now
 
 	h.sessKey = make([]byte, 32)

@@ -239,7 +239,7 @@ func TestLoginWhileAuthServerFails(t *testing.T) {
 			h := newHarness(t)
 			if tt.faults.TokenDelay > 0 {
 				// Once discovery is done, which on a loaded machine may
-				// take longer. The other faults keep the harness's 2 s:
+				// take longer. The other faults keep the harness's 10 s:
 				// their answers (a 500, a token before the JWKS fails)
 				// must come within it.
 				h.auth.cfg.Timeout = 300 * time.Millisecond

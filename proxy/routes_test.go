@@ -212,8 +212,8 @@ func TestDiscoveryRetriesUntilAuthServerUp(t *testing.T) {
 	}))
 	defer front.Close()
 
-	a := NewAuthServer(AuthConfig{IssuerURL: front.URL + "/authentication", ClientID: testClientID, Timeout: time.Second},
-		&http.Client{Timeout: time.Second}, h.server.log, h.server.m)
+	a := NewAuthServer(AuthConfig{IssuerURL: front.URL + "/authentication", ClientID: testClientID, Timeout: 10 * time.Second},
+		&http.Client{Timeout: 10 * time.Second}, h.server.log, h.server.m)
 	h.server.auth = a
 	done := make(chan struct{})
 	go func() { a.Run(t.Context()); close(done) }()
@@ -287,7 +287,7 @@ func TestDiscoveryEndpointsChecked(t *testing.T) {
 			}))
 			defer front.Close()
 
-			a := NewAuthServer(AuthConfig{IssuerURL: front.URL + "/authentication", ClientID: testClientID, Timeout: time.Second},
+			a := NewAuthServer(AuthConfig{IssuerURL: front.URL + "/authentication", ClientID: testClientID, Timeout: 10 * time.Second},
 				front.Client(), h.server.log, NewMetrics(newRegistry()))
 			h.server.auth = a
 			err := a.Discover(t.Context())

@@ -89,7 +89,7 @@ func TestAuthClientRedirects(t *testing.T) {
 			fmt.Sprintf("auth.discovery_url: %q", discovery),
 			"auth.client_secret: x-auth-secret-4e1d",
 			"auth.client_auth: " + clientAuth,
-			"auth.timeout: 2s",
+			"auth.timeout: 10s",
 		}, serviceAccountEdits...)...)
 		var stdout, stderr bytes.Buffer
 		err := run(t.Context(), []string{"token", "--config", writeFile(t, t.TempDir(), "c.yaml", cfg)}, noEnv, &stdout, &stderr)

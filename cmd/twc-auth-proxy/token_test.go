@@ -95,7 +95,7 @@ auth:
   issuer_url: %s
   client_id: dashboard
   client_secret: s3cret
-  timeout: 2s
+  timeout: 10s
 session:
   secret: %s
 service_account:
