@@ -38,10 +38,13 @@ import (
 )
 
 func main() {
-	// Here rather than in run: the limit is the process's, and the tests
-	// call run in theirs.
+	// Here rather than in run: the memory limit and the GC percent are the
+	// process's, and the tests call run in theirs.
 	if limit, ok := containerMemoryLimit(os.Getenv, os.ReadFile); ok {
 		debug.SetMemoryLimit(limit)
+	}
+	if percent, ok := gcPercent(os.Getenv); ok {
+		debug.SetGCPercent(percent)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -272,7 +275,8 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 		zap.String("metrics_listen", metricsLn.Addr().String()),
 		zap.String("upstream", a.cfg.proxy.Upstream.String()),
 		zap.String("issuer_url", a.cfg.auth.IssuerURL),
-		memoryLimitField(debug.SetMemoryLimit(-1)))
+		memoryLimitField(debug.SetMemoryLimit(-1)),
+		gcPercentField())
 
 	var err error
 	select {

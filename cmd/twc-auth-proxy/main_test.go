@@ -25,6 +25,16 @@ import (
 	"github.com/twc-auth-proxy/twc-auth-proxy/authtest"
 )
 
+// TestMain runs the program instead of the tests when runMainEnv is set
+// (see TestMainSetsGCPercent).
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) != "" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
 // syncBuffer is an io.Writer that run may write to while the test reads.
 type syncBuffer struct {
 	mu sync.Mutex
