@@ -73,6 +73,7 @@ type options struct {
 	bin          string
 	compareBin   string
 	timeout      time.Duration
+	keep         bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -94,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.bin, "bin", "", "twc-auth-proxy binary to measure (default: go build ./cmd/twc-auth-proxy)")
 	fs.StringVar(&o.compareBin, "compare-bin", "", "also measure this other twc-auth-proxy binary (request log on) in the same rounds, e.g. an older build: an A/B within one run (informational)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard limit on the whole run")
+	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (every process's log, per round with -log-sink file, and the generated configs) and print its path")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -154,7 +156,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if b.dir, err = os.MkdirTemp("", "proxybench-"); err != nil {
 		return err
 	}
-	defer os.RemoveAll(b.dir)
+	if o.keep {
+		defer fmt.Fprintf(stderr, "scratch directory kept: %s\n", b.dir)
+	} else {
+		defer os.RemoveAll(b.dir)
+	}
 	defer b.stopAll()
 	if b.bin = o.bin; b.bin == "" {
 		if b.bin, err = b.build(ctx); err != nil {

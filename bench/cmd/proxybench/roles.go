@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -204,6 +205,12 @@ type inprocConfig struct {
 // binary has no profiling flag. Logs are JSON lines on stderr through the
 // same buffer as there; flush writes out what the buffer holds.
 func inprocProxy(ctx context.Context, c inprocConfig) (h http.Handler, flush func(), err error) {
+	// The binary's main sets GOGC 150 when the environment sets none
+	// (cmd/twc-auth-proxy/gcpercent.go); this process is the binary's
+	// stand-in.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(150)
+	}
 	upstream, err := url.Parse(c.upstream)
 	if err != nil {
 		return nil, nil, fmt.Errorf("inproc: -upstream: %w", err)
