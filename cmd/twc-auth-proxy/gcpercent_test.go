@@ -3,7 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -85,40 +85,39 @@ func startLine(t *testing.T, path, gogc string) map[string]any {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	lines := make(chan map[string]any, 1)
-	var logged strings.Builder // every line, for the failure message
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			fmt.Fprintln(&logged, sc.Text())
-			var line map[string]any
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "twc-auth-proxy started" {
-				lines <- line
-			}
+	// A program that logs no start line is killed after 20 s, which ends
+	// the scan below.
+	timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	var logged []string
+	var start map[string]any
+	sc := bufio.NewScanner(stderr)
+	for start == nil && sc.Scan() {
+		logged = append(logged, sc.Text())
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "twc-auth-proxy started" {
+			start = line
 		}
+	}
+	exited := make(chan error, 1)
+	go func() {
+		io.Copy(io.Discard, stderr) // the shutdown lines
 		exited <- cmd.Wait()
 	}()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("the program ended with %v after SIGTERM", err)
-			}
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			t.Error("the program did not end within 10 s of SIGTERM")
-		}
-	}()
-	select {
-	case line := <-lines:
-		return line
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("the program ended before its start line: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("no start line within 20 s")
+	if start == nil {
+		err := <-exited
+		t.Fatalf("no start line within 20 s (the program ended: %v); it logged:\n%s", err, strings.Join(logged, "\n"))
 	}
-	return nil
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the program ended with %v after SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Error("the program did not end within 10 s of SIGTERM")
+	}
+	return start
 }
