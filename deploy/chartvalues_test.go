@@ -67,6 +67,33 @@ func TestChartAcceptsWhatTheBinaryAccepts(t *testing.T) {
 	}
 }
 
+// TestChartRefusesSharedSecretKeys: two secrets under one key of the
+// Secret are refused at render, naming the second. Without the check the
+// chart's own Secret held the key twice (one value lost), and with
+// existingSecret the proxy read one file for both: the binary cannot tell,
+// since a service password may be anything.
+func TestChartRefusesSharedSecretKeys(t *testing.T) {
+	helmBin(t)
+	for _, c := range []struct{ name, values, value string }{
+		{"sessionSecret is clientSecret's key", "secretKeys: {sessionSecret: client-secret}", "secretKeys.sessionSecret"},
+		{"servicePassword is clientSecret's key", "serviceAccount: {enabled: true, username: svc, password: pw}\nsecretKeys: {servicePassword: client-secret}", "secretKeys.servicePassword"},
+		{"existingSecret, servicePassword is sessionSecret's key", "existingSecret: mine\nserviceAccount: {enabled: true, username: svc}\nsecretKeys: {servicePassword: session-secret}", "secretKeys.servicePassword"},
+		{"existingSecret, clientSecret is sessionSecret's key", "existingSecret: mine\nsecretKeys: {clientSecret: keys, sessionSecret: keys}", "secretKeys.sessionSecret"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := helm(t, "template", "twc", chartDir, "--namespace", "twc",
+				"-f", filepath.Join(chartDir, "ci", "default-values.yaml"), "-f", valuesFile(t, c.values))
+			if err == nil {
+				t.Fatal("helm template accepted two secrets under one key")
+			}
+			checkRefusal(t, err.Error(), c.value, "template")
+		})
+	}
+	// The service password's key is free while the service account is off.
+	render(t, chartDir, "-f", filepath.Join(chartDir, "ci", "default-values.yaml"), "-f",
+		valuesFile(t, "secretKeys: {servicePassword: client-secret}"))
+}
+
 // TestChartKnownGaps lists what the chart cannot check at render: it
 // renders, and the binary refuses at start. A row that starts to fail has
 // been closed: move it to the refusals.

@@ -121,6 +121,28 @@ pod, and a deployment whose upstream nothing serves.
 {{- end -}}
 
 {{/*
+twc-auth-proxy.checkSecretKeys refuses two secrets under one key of the
+Secret: the chart's own Secret would keep only one of them, and with
+existingSecret the proxy would read one file for both (the session key
+sent to the auth server as the client secret or the service password).
+*/}}
+{{- define "twc-auth-proxy.checkSecretKeys" -}}
+{{- $k := .Values.secretKeys -}}
+{{- $names := list "clientSecret" "sessionSecret" -}}
+{{- if .Values.serviceAccount.enabled -}}
+{{- $names = append $names "servicePassword" -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $names -}}
+{{- $key := get $k . -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "secretKeys.%s and secretKeys.%s are both %q: each secret needs a key of its own" . (get $seen $key) $key) -}}
+{{- end -}}
+{{- $_ := set $seen $key . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 twc-auth-proxy.checkUpstreamTLS refuses what the proxy would refuse at
 start (upstream_ca_file, upstream_insecure_skip_verify): a bundle and a
 path together, either with insecureSkipVerify, any of them for an http
@@ -200,6 +222,7 @@ never in it: the *_file keys name files of the mounted Secret.
 {{- include "twc-auth-proxy.checkUpstreamTLS" . -}}
 {{- include "twc-auth-proxy.checkPorts" . -}}
 {{- include "twc-auth-proxy.checkSkipAuth" . -}}
+{{- include "twc-auth-proxy.checkSecretKeys" . -}}
 {{- if lt (int $v.shutdownTimeoutSeconds) 1 -}}
 {{- fail "shutdownTimeoutSeconds must be at least 1: the proxy reads 0 as its default, 20 s, which terminationGracePeriodSeconds would not cover" -}}
 {{- end -}}
