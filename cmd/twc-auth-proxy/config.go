@@ -103,13 +103,16 @@ type settings struct {
 	listen          string
 	metricsListen   string
 	shutdownTimeout time.Duration
-	proxy           proxy.Config
-	auth            proxy.AuthConfig
-	session         session.Options
-	authTLS         tlsTrust
-	upstreamTLS     tlsTrust
-	logFormat       string
-	logLevel        string
+	// idleTimeout closes keep-alive connections of both listeners that
+	// carry no request for this long; not a config key (tests shorten it).
+	idleTimeout time.Duration
+	proxy       proxy.Config
+	auth        proxy.AuthConfig
+	session     session.Options
+	authTLS     tlsTrust
+	upstreamTLS tlsTrust
+	logFormat   string
+	logLevel    string
 	// service is the service account, when service_account.enabled.
 	service *proxy.ServiceAccountConfig
 }
@@ -131,6 +134,7 @@ const (
 	defaultAuthTimeout     = 10 * time.Second
 	defaultUpstreamTimeout = 60 * time.Second
 	defaultShutdownTimeout = 20 * time.Second
+	defaultIdleTimeout     = 120 * time.Second
 	defaultSessionLifetime = 14 * 24 * time.Hour // TWC's refresh-token lifetime
 	defaultCookieName      = "_twc_session"
 )
@@ -182,6 +186,7 @@ func (fc *fileConfig) validate(getenv func(string) string) (*settings, []string)
 		listen:          orDefault(fc.Listen, defaultListen),
 		metricsListen:   orDefault(fc.MetricsListen, defaultMetricsListen),
 		shutdownTimeout: durationOr(fc.ShutdownTimeout, defaultShutdownTimeout),
+		idleTimeout:     defaultIdleTimeout,
 		logFormat:       orDefault(fc.Log.Format, "json"),
 		logLevel:        orDefault(fc.Log.Level, "info"),
 	}

@@ -258,14 +258,18 @@ func (a *app) serve(ctx context.Context, proxyLn, metricsLn net.Listener) error 
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       a.cfg.idleTimeout,
 		MaxHeaderBytes:    128 << 10, // room for a 64 KiB Cookie header, which then counts as no session
 		ErrorLog:          errLog,
 	}
 	metricsSrv := &http.Server{
 		Handler:           a.metrics,
 		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          errLog,
+		// Without it a scraper's (or anyone's) keep-alive connection would
+		// stay open for good after its last request: Go's default is no
+		// idle timeout once ReadTimeout is unset.
+		IdleTimeout: a.cfg.idleTimeout,
+		ErrorLog:    errLog,
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- proxySrv.Serve(proxyLn) }()

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -128,5 +130,67 @@ func TestServerTroubleIsAnError(t *testing.T) {
 	}
 	if seen != 3 {
 		t.Errorf("got %d accept error lines, want 3; log:\n%s", seen, logs)
+	}
+}
+
+// TestIdleConnectionsAreClosed: a keep-alive connection that carries no
+// further request is closed after the idle timeout, on the proxy's
+// listener and on the metrics listener, whose scrapers keep theirs open.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	auth, err := authtest.Start(authtest.Options{ClientIDs: []string{"dashboard"}, Secret: testClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auth.Close()
+	upstream := httptest.NewServer(&upstreamRecorder{})
+	defer upstream.Close()
+	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := mustParse(t, conf("upstream: "+upstream.URL, "auth.issuer_url: "+auth.Issuer(),
+		"redirect_url: http://"+proxyLn.Addr().String()+"/oauth2/callback", `skip_auth: ["^/open$"]`), noEnv)
+	if cfg.idleTimeout != defaultIdleTimeout {
+		t.Fatalf("idle timeout %v, want the default %v", cfg.idleTimeout, defaultIdleTimeout)
+	}
+	const idle = 300 * time.Millisecond
+	cfg.idleTimeout = idle
+	serveApp(t, cfg, proxyLn, metricsLn, "json", "info")
+
+	for _, c := range []struct{ name, addr, path string }{
+		{"proxy", proxyLn.Addr().String(), "/open"},
+		{"metrics", metricsLn.Addr().String(), "/metrics"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", c.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", c.path, c.addr)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Close {
+				t.Fatalf("got %d (close %v), want a 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+			}
+			// The server closes it: EOF, well before our own deadline.
+			start := time.Now()
+			conn.SetReadDeadline(start.Add(30 * idle)) // 9 s
+			if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("after %v idle: read %d bytes, %v; want the server to close the connection (EOF)", time.Since(start).Round(time.Millisecond), n, err)
+			}
+			if waited := time.Since(start); waited < idle/2 {
+				t.Errorf("closed after %v, before the idle timeout of %v", waited, idle)
+			}
+		})
 	}
 }
