@@ -265,8 +265,7 @@ func (a *AuthServer) newEndpoints(doc *discoveryDoc) (*endpoints, error) {
 			return nil, fmt.Errorf("discovery: provider signs ID tokens only with %v; only asymmetric algorithms are accepted", doc.Algorithms)
 		}
 	}
-	keys := newKeySet(doc.JWKSURL, a.client, a.cfg.Timeout, func() time.Time { return a.now() })
-	keys.log = a.log
+	keys := newKeySet(doc.JWKSURL, a.client, a.cfg.Timeout, func() time.Time { return a.now() }, a.log)
 	scopes := append([]string{oidc.ScopeOpenID}, a.cfg.Scopes...)
 	scopes = slices.Compact(scopes)
 	ep := &endpoints{

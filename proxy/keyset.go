@@ -80,9 +80,10 @@ type keySet struct {
 }
 
 // newKeySet returns the key set published at url, fetched with client,
-// each fetch bounded by timeout.
-func newKeySet(url string, client *http.Client, timeout time.Duration, now func() time.Time) *keySet {
-	return &keySet{url: url, client: client, timeout: timeout, now: now}
+// each fetch bounded by timeout; log (nil: none) gets a warning per failed
+// fetch.
+func newKeySet(url string, client *http.Client, timeout time.Duration, now func() time.Time, log *zap.Logger) *keySet {
+	return &keySet{url: url, client: client, timeout: timeout, now: now, log: log}
 }
 
 // VerifySignature implements oidc.KeySet for tokens from the token endpoint.

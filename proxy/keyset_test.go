@@ -191,7 +191,7 @@ func TestKeySetFetchFailures(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			answer.Store(&tt.serve)
-			k := newKeySet(tt.url, srv.Client(), time.Second, time.Now)
+			k := newKeySet(tt.url, srv.Client(), time.Second, time.Now, nil)
 			if _, err := k.VerifySignature(t.Context(), tok); !errors.Is(err, errKeysUnavailable) {
 				t.Errorf("got %v, want errKeysUnavailable", err)
 			}
@@ -206,7 +206,7 @@ func TestKeySetFetchFailures(t *testing.T) {
 		})
 		answer.Store(&fail)
 		clk := &clock{t: time.Now()}
-		k := newKeySet(srv.URL, srv.Client(), time.Second, clk.Now)
+		k := newKeySet(srv.URL, srv.Client(), time.Second, clk.Now, nil)
 		for range 5 {
 			if _, err := k.VerifySignature(t.Context(), tok); !errors.Is(err, errKeysUnavailable) {
 				t.Fatalf("got %v, want errKeysUnavailable", err)
@@ -224,7 +224,7 @@ func TestKeySetFetchFailures(t *testing.T) {
 
 	t.Run("keys held", func(t *testing.T) {
 		answer.Store(&good)
-		k := newKeySet(srv.URL, srv.Client(), time.Second, time.Now)
+		k := newKeySet(srv.URL, srv.Client(), time.Second, time.Now, nil)
 		if _, err := k.VerifySignature(t.Context(), tok); err != nil {
 			t.Fatalf("good key set: %v", err)
 		}
@@ -258,7 +258,7 @@ func countedKeySet(t *testing.T) (*authtest.Server, *keySet, *clock, *atomic.Int
 	}))
 	t.Cleanup(srv.Close)
 	clk := &clock{t: time.Now()}
-	return idp, newKeySet(srv.URL, srv.Client(), time.Second, clk.Now), clk, fetches
+	return idp, newKeySet(srv.URL, srv.Client(), time.Second, clk.Now, nil), clk, fetches
 }
 
 // A caller that decided to fetch on a reading taken before another fetch
