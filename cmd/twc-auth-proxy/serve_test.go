@@ -69,6 +69,29 @@ func serveApp(t *testing.T, cfg *settings, proxyLn, metricsLn net.Listener, form
 	}
 }
 
+// servedConfig starts an auth server and an upstream for the test, and
+// returns the config of a proxy in front of them that lets /open through
+// without a session, with listeners for the proxy and its metrics.
+func servedConfig(t *testing.T) (cfg *settings, proxyLn, metricsLn net.Listener) {
+	t.Helper()
+	auth, err := authtest.Start(authtest.Options{ClientIDs: []string{"dashboard"}, Secret: testClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { auth.Close() })
+	upstream := httptest.NewServer(&upstreamRecorder{})
+	t.Cleanup(upstream.Close)
+	if proxyLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if metricsLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	cfg = mustParse(t, conf("upstream: "+upstream.URL, "auth.issuer_url: "+auth.Issuer(),
+		"redirect_url: http://"+proxyLn.Addr().String()+"/oauth2/callback", `skip_auth: ["^/open$"]`), noEnv)
+	return cfg, proxyLn, metricsLn
+}
+
 // exhaustedListener fails its first Accepts as a process out of file
 // descriptors does (EMFILE, a temporary error: http.Server logs it and
 // retries).
@@ -91,25 +114,9 @@ func (l *exhaustedListener) Accept() (net.Conn, error) {
 // handler misbehaved. The operator must act on it, so it is logged at
 // error, not at info with the request lines.
 func TestServerTroubleIsAnError(t *testing.T) {
-	auth, err := authtest.Start(authtest.Options{ClientIDs: []string{"dashboard"}, Secret: testClientSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auth.Close()
-	upstream := httptest.NewServer(&upstreamRecorder{})
-	defer upstream.Close()
-	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, proxyLn, metricsLn := servedConfig(t)
 	exhausted := &exhaustedListener{Listener: proxyLn}
 	exhausted.failures.Store(3)
-	cfg := mustParse(t, conf("upstream: "+upstream.URL, "auth.issuer_url: "+auth.Issuer(),
-		"redirect_url: http://"+proxyLn.Addr().String()+"/oauth2/callback", `skip_auth: ["^/open$"]`), noEnv)
 	logs := serveApp(t, cfg, exhausted, metricsLn, "json", "info")
 	// Accepted once the three failures are behind it.
 	if status, _ := fetch(t, http.DefaultClient, "http://"+proxyLn.Addr().String()+"/open"); status != http.StatusOK {
@@ -137,23 +144,7 @@ func TestServerTroubleIsAnError(t *testing.T) {
 // further request is closed after the idle timeout, on the proxy's
 // listener and on the metrics listener, whose scrapers keep theirs open.
 func TestIdleConnectionsAreClosed(t *testing.T) {
-	auth, err := authtest.Start(authtest.Options{ClientIDs: []string{"dashboard"}, Secret: testClientSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auth.Close()
-	upstream := httptest.NewServer(&upstreamRecorder{})
-	defer upstream.Close()
-	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := mustParse(t, conf("upstream: "+upstream.URL, "auth.issuer_url: "+auth.Issuer(),
-		"redirect_url: http://"+proxyLn.Addr().String()+"/oauth2/callback", `skip_auth: ["^/open$"]`), noEnv)
+	cfg, proxyLn, metricsLn := servedConfig(t)
 	if cfg.idleTimeout != defaultIdleTimeout {
 		t.Fatalf("idle timeout %v, want the default %v", cfg.idleTimeout, defaultIdleTimeout)
 	}
