@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -308,20 +309,27 @@ func (h *harness) lastUpstream() upstreamRequest {
 	return s[len(s)-1]
 }
 
+// waitFor polls cond every 5 ms until it holds, and reports whether it
+// did within the time given; the caller fails with what it waited for.
+func waitFor(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 // waitUpstream waits up to 10 s for the upstream to receive a request for
 // uri (its request URI); the upstream records a request before its handler
 // runs, so a request whose body is still on its way counts.
 func (h *harness) waitUpstream(uri string) {
 	h.t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		for _, u := range h.upstreamSeen() {
-			if u.URI == uri {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("the upstream did not receive %s within 10s", uri)
-		}
+	seen := func() bool {
+		return slices.ContainsFunc(h.upstreamSeen(), func(u upstreamRequest) bool { return u.URI == uri })
+	}
+	if !waitFor(10*time.Second, seen) {
+		h.t.Fatalf("the upstream did not receive %s within 10s", uri)
 	}
 }
 

@@ -475,10 +475,8 @@ func TestCallbackClientGoneIsNotAnAuthServerError(t *testing.T) {
 			" HTTP/1.1\r\nHost: "+u.Host+"\r\nCookie: "+cookies+"\r\n\r\n")
 		conn.Close()
 	}
-	for deadline := time.Now().Add(10 * time.Second); h.logs.FilterMessage("login failed").Len() < calls; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d callbacks logged", h.logs.FilterMessage("login failed").Len(), calls)
-		}
+	if !waitFor(10*time.Second, func() bool { return h.logs.FilterMessage("login failed").Len() >= calls }) {
+		t.Fatalf("%d of %d callbacks logged", h.logs.FilterMessage("login failed").Len(), calls)
 	}
 	if got := h.metric("twc_auth_proxy_logins_total", map[string]string{"result": "auth_server_error"}); got != 0 {
 		t.Errorf("logins_total{auth_server_error} = %v for clients that hung up, want 0", got)

@@ -226,10 +226,8 @@ func TestDiscoveryRetriesUntilAuthServerUp(t *testing.T) {
 		t.Fatal("ready with no auth server")
 	}
 	// At least one attempt fails before the auth server comes up.
-	for deadline := time.Now().Add(10 * time.Second); h.metric("twc_auth_proxy_discovery_failures_total", nil) == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no failed discovery attempt within 10s")
-		}
+	if !waitFor(10*time.Second, func() bool { return h.metric("twc_auth_proxy_discovery_failures_total", nil) > 0 }) {
+		t.Fatal("no failed discovery attempt within 10s")
 	}
 	up.Store(true)
 	select {

@@ -212,23 +212,15 @@ func TestServiceAccountSessionWaitCanceled(t *testing.T) {
 		resp.Body.Close()
 		opened <- resp.StatusCode
 	}()
-	for len(h.upstreamSeen()) == 0 { // the opener is at the upstream
-		time.Sleep(5 * time.Millisecond)
+	if !waitFor(10*time.Second, func() bool { return len(h.upstreamSeen()) > 0 }) {
+		t.Fatal("the opener did not reach the upstream within 10s")
 	}
 	if _, err := (&http.Client{Timeout: 200 * time.Millisecond}).Get(h.proxy.URL + "/api/reports/impatient"); err == nil {
 		t.Fatal("the waiting request was answered before the session was open")
 	}
 	// The proxy notices the caller left before the opener is released.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if e := h.logs.FilterMessage("request").FilterField(zap.String("path", "/api/reports/impatient")).All(); len(e) == 1 {
-			if got := e[0].ContextMap()["outcome"]; got != "service_session_canceled" {
-				t.Fatalf("outcome = %v, want service_session_canceled", got)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the waiting request did not end when its caller left")
-		}
+	if got := h.requestLine("/api/reports/impatient")["outcome"]; got != "service_session_canceled" {
+		t.Fatalf("outcome = %v, want service_session_canceled", got)
 	}
 	close(release)
 	if code := <-opened; code != http.StatusOK {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/twc-auth-proxy/twc-auth-proxy/session"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestUpstreamSeesOnlyWhatProxySets(t *testing.T) {
@@ -749,14 +750,13 @@ func TestInformationalAnswerKeepsOwnHeaders(t *testing.T) {
 // requestLine waits up to 5 s for the request line of path and returns it.
 func (h *harness) requestLine(path string) map[string]any {
 	h.t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if e := h.logs.FilterMessage("request").FilterField(zap.String("path", path)).All(); len(e) > 0 {
-			return e[0].ContextMap()
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("no request line for %s", path)
-		}
+	lines := func() []observer.LoggedEntry {
+		return h.logs.FilterMessage("request").FilterField(zap.String("path", path)).All()
 	}
+	if !waitFor(5*time.Second, func() bool { return len(lines()) > 0 }) {
+		h.t.Fatalf("no request line for %s", path)
+	}
+	return lines()[0].ContextMap()
 }
 
 // TestClientAbortedUploadIsNotAnUpstreamError: a client that goes away

@@ -17,23 +17,20 @@ func counted() (func(), *atomic.Int32) {
 // machine that stalls for seconds).
 func waitIdle(t *testing.T, d *watchdog) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(d.tick / 4) {
+	idle := func() bool {
 		d.mu.Lock()
-		running := d.running
-		d.mu.Unlock()
-		if !running {
-			return
-		}
+		defer d.mu.Unlock()
+		return !d.running
 	}
-	t.Fatal("the watchdog goroutine still runs with nothing to watch")
+	if !waitFor(10*time.Second, idle) {
+		t.Fatal("the watchdog goroutine still runs with nothing to watch")
+	}
 }
 
 // waitCalls waits up to 10 s for a cancel func to have been called.
 func waitCalls(t *testing.T, calls *atomic.Int32) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); calls.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(10*time.Second, func() bool { return calls.Load() > 0 })
 }
 
 func TestWatchdogExpires(t *testing.T) {
